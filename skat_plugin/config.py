@@ -1,0 +1,65 @@
+"""The validated configuration: what `start` and `reload` load, and `vrrp set` re-uses.
+
+`vrrp set` never reads fastdpi.conf: keepalived's order must not fail because somebody is
+half-way through editing the file. It uses the snapshot saved by the last start or reload.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import conffile, schema
+
+DEFAULT_PATH = "/etc/dpi/fastdpi.conf"
+
+
+def config_path(cli_value: str | None = None) -> str:
+    """--config beats FDPI_CONF beats the SKAT default."""
+    return cli_value or os.environ.get("FDPI_CONF") or DEFAULT_PATH
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    values: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """(in_dev, out_dev) port pairs; each pair is one bridge."""
+        return list(zip(self.values["in_dev"], self.values["out_dev"], strict=False))
+
+    @property
+    def in_ports(self) -> list[str]:
+        return list(self.values["in_dev"])
+
+    @property
+    def ports(self) -> list[str]:
+        return list(self.values["in_dev"]) + list(self.values["out_dev"])
+
+    @property
+    def vrrp_enabled(self) -> bool:
+        return self.values["vrrp_enable"] == 1
+
+    @property
+    def has_ipv6(self) -> bool:
+        return self.values.get("bras_ipv6_address") is not None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"source": self.source, "values": dict(self.values)}
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> Config:
+        return cls(data["source"], dict(data["values"]))
+
+
+def load(path: str) -> Config:
+    """Read and validate fastdpi.conf; raises ConfigError naming file, line and key."""
+    return Config(path, schema.validate(conffile.read(path)))

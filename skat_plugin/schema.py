@@ -1,0 +1,244 @@
+"""The fastdpi.conf keys this plugin owns: their JSON Schema, defaults and meaning.
+
+Validation is in three steps, so each error can name its key and line:
+1. every raw string is turned into a JSON value by the key's kind (list, int, ...);
+2. jsonschema checks types, ranges and patterns;
+3. semantic checks that a schema cannot say (unicast MAC, fe80::/10, pairs that come together).
+docs/configuration.md documents every key; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+import jsonschema
+
+from .conffile import ConfFile
+from .errors import ConfigError
+
+IFNAME = r"^[A-Za-z0-9_.\-@]{1,15}$"
+MAC = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+
+# kind: how the raw string becomes a JSON value. "list" = colon-separated (fastdpi's own
+# convention), "addrs" = comma/space-separated (addresses contain colons).
+# expect: the phrase every error about the key ends with.
+KEYS: dict[str, dict[str, Any]] = {
+    "in_dev": {"kind": "list", "schema": {"type": "array", "minItems": 1, "maxItems": 64,
+                                          "items": {"type": "string", "pattern": IFNAME}},
+               "expect": "subscriber-side interface names separated by ':' (e.g. eth0:eth2)"},
+    "out_dev": {"kind": "list", "schema": {"type": "array", "minItems": 1, "maxItems": 64,
+                                           "items": {"type": "string", "pattern": IFNAME}},
+                "expect": "uplink interface names separated by ':' (e.g. eth1:eth3)"},
+    "vrrp_enable": {"kind": "int", "default": 0, "schema": {"enum": [0, 1]},
+                    "expect": "0 (VRRP off, always master) or 1 (on)"},
+    "bras_arp_mac": {"kind": "str", "schema": {"type": "string", "pattern": MAC},
+                     "expect": "the virtual gateway's unicast MAC, e.g. 02:00:5e:00:01:01"},
+    "bras_arp_ip": {"kind": "str", "schema": {"type": "string", "format": "ipv4"},
+                    "expect": "the virtual gateway's IPv4 address, e.g. 100.64.0.1"},
+    "bras_ipv6_link_local": {"kind": "str", "schema": {"type": "string", "format": "ipv6"},
+                             "expect": "the virtual gateway's link-local address in fe80::/10"},
+    "bras_ipv6_address": {"kind": "str", "schema": {"type": "string", "format": "ipv6"},
+                          "expect": "the virtual gateway's global unicast IPv6 address"},
+    # --- how the plugin behaves -----------------------------------------------------------
+    "vrrp_start_role": {"kind": "str", "default": "master",
+                        "schema": {"enum": ["master", "backup"]},
+                        "expect": "master (SKAT's documented default) or backup"},
+    "vrrp_socket_mark": {"kind": "int", "default": 0x5CA7,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 0xFFFFFFFF},
+                         "expect": "a non-zero 32-bit packet mark, e.g. 0x5ca7"},
+    "vrrp_nd_router_flag": {"kind": "int", "default": 1, "schema": {"enum": [0, 1]},
+                            "expect": "1 (the gateway answers NS as a router) or 0"},
+    "vrrp_garp_count": {"kind": "int", "default": 5,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 100},
+                        "expect": "how many GARP/NA to send on takeover, 0 to 100"},
+    "vrrp_garp_interval": {"kind": "float", "default": 0.1,
+                           "schema": {"type": "number", "minimum": 0.001, "maximum": 10},
+                           "expect": "seconds between takeover GARP/NA, 0.001 to 10"},
+    "vrrp_garp_refresh": {"kind": "float", "default": 1.0,
+                          "schema": {"type": "number", "minimum": 0, "maximum": 3600},
+                          "expect": "seconds between GARP/NA refreshes while master, 0 = off"},
+    "vrrp_split_brain_handover": {"kind": "int", "default": 0, "schema": {"enum": [0, 1]},
+                                  "expect": "1 to make keepalived hand over on split brain, or 0"},
+    # --- keepalived configuration (fdpi_cli vrrp keepalived-config) ------------------------
+    "vrrp_interface": {"kind": "str", "schema": {"type": "string", "pattern": IFNAME},
+                       "expect": "the interface that carries VRRP (not a bridge port)"},
+    "vrrp_router_id": {"kind": "int", "default": 51,
+                       "schema": {"type": "integer", "minimum": 1, "maximum": 255},
+                       "expect": "the virtual router id, 1 to 255, equal on the whole group"},
+    "vrrp_priority": {"kind": "int", "default": 100,
+                      "schema": {"type": "integer", "minimum": 1, "maximum": 254},
+                      "expect": "this appliance's priority, 1 to 254 (higher wins)"},
+    "vrrp_advert_int": {"kind": "float", "default": 1.0,
+                        "schema": {"type": "number", "minimum": 0.01, "maximum": 255},
+                        "expect": "advert interval in seconds (v3: 0.01 to 40.95, v2: 1 to 255)"},
+    "vrrp_version": {"kind": "int", "default": 3, "schema": {"enum": [2, 3]},
+                     "expect": "the VRRP version, 2 or 3"},
+    "vrrp_unicast_src": {"kind": "str", "schema": {"type": "string", "format": "ipv4"},
+                         "expect": "this appliance's IPv4 address on vrrp_interface"},
+    "vrrp_unicast_peers": {"kind": "addrs",
+                           "schema": {"type": "array", "maxItems": 16, "uniqueItems": True,
+                                      "items": {"type": "string", "format": "ipv4"}},
+                           "expect": "peer IPv4 addresses, comma-separated (none: multicast)"},
+    "vrrp_auth_pass": {"kind": "str",
+                       "schema": {"type": "string", "pattern": r"^[!-~]{1,8}$"},
+                       "expect": "1 to 8 printable characters without spaces (VRRPv2 PASS)"},
+    "vrrp_preempt": {"kind": "int", "default": 1, "schema": {"enum": [0, 1]},
+                     "expect": "1 (a higher priority takes over) or 0 (nopreempt)"},
+    "vrrp_preempt_delay": {"kind": "int", "default": 0,
+                           "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
+                           "expect": "seconds to wait before preempting, 0 to 1000"},
+    "vrrp_script_user": {"kind": "str", "default": "root",
+                         "schema": {"type": "string", "pattern": r"^[a-z_][a-z0-9_\-]{0,31}$"},
+                         "expect": "an existing system user that runs the notify scripts"},
+    "vrrp_mgmt_vip": {"kind": "str", "schema": {"type": "string"},
+                      "expect": "the floating management address with prefix, e.g. 192.0.2.10/24"},
+    "vrrp_notify_fifo": {"kind": "str", "default": "/run/skat-plugin/keepalived.fifo",
+                         "schema": {"type": "string", "pattern": r"^/[A-Za-z0-9_./\-]{1,200}$"},
+                         "expect": "an absolute path for keepalived's notify FIFO"},
+}
+
+
+def _convert(kind: str, raw: str) -> Any:
+    """Raw string -> JSON value; what does not convert stays a string for the schema to reject."""
+    if kind == "list":
+        return raw.split(":") if raw else []
+    if kind == "addrs":
+        return [p for p in re.split(r"[,\s]+", raw) if p]
+    if kind == "int":
+        try:
+            return int(raw, 0)
+        except ValueError:
+            return raw
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {k: v["schema"] for k, v in KEYS.items()},
+}
+_VALIDATOR = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
+def validate(conf: ConfFile) -> dict[str, Any]:
+    """Return the plugin's keys as typed values (defaults filled in), or raise ConfigError."""
+    path = conf.path
+
+    def fail(key: str, message: str) -> ConfigError:
+        entry = conf.get(key)
+        return ConfigError(message, path, entry.line if entry else None, key)
+
+    for key in KEYS:
+        if key in conf.repeated:
+            raise fail(key, f"set twice (first on line {conf.repeated[key]}); keep one of them")
+    values = {k: _convert(spec["kind"], conf.entries[k].value)
+              for k, spec in KEYS.items() if k in conf.entries}
+
+    errors = sorted(_VALIDATOR.iter_errors(values),
+                    key=lambda e: conf.entries[e.path[0]].line if e.path else 0)
+    if errors:
+        err = errors[0]
+        key = str(err.path[0]) if err.path else "?"
+        shown = conf.entries[key].value if key in conf.entries else ""
+        raise fail(key, f"{shown!r} is not valid: expected {KEYS[key]['expect']}")
+
+    for key, spec in KEYS.items():
+        if "default" in spec:
+            values.setdefault(key, spec["default"])
+    _semantic_checks(values, fail)
+    return values
+
+
+def _semantic_checks(v: dict[str, Any], fail: Any) -> None:
+    ins, outs = v.get("in_dev"), v.get("out_dev")
+    if ins is None or outs is None:
+        missing = "in_dev" if ins is None else "out_dev"
+        raise fail(missing, f"missing: set {missing} (and its partner) to the ports to bridge")
+    if len(ins) != len(outs):
+        raise fail("out_dev", f"has {len(outs)} ports but in_dev has {len(ins)}; "
+                              f"each in_dev port is bridged to the out_dev port at its position")
+    seen: set[str] = set()
+    for key, names in (("in_dev", ins), ("out_dev", outs)):
+        for name in names:
+            if name in seen:
+                raise fail(key, f"port {name!r} is listed twice; each port joins one bridge")
+            seen.add(name)
+
+    mac = v.get("bras_arp_mac")
+    if mac is not None:
+        first = int(mac[:2], 16)
+        if first & 1 or mac.replace(":", "") == "0" * 12:
+            raise fail("bras_arp_mac", f"{mac!r} is a multicast or zero MAC; expected "
+                                       f"{KEYS['bras_arp_mac']['expect']}")
+    ip4 = v.get("bras_arp_ip")
+    if ip4 is not None:
+        a = ipaddress.IPv4Address(ip4)
+        if a.is_multicast or a.is_loopback or a.is_unspecified or a.is_link_local \
+                or a == ipaddress.IPv4Address("255.255.255.255"):
+            raise fail("bras_arp_ip", f"{ip4!r} cannot be a gateway address; expected "
+                                      f"{KEYS['bras_arp_ip']['expect']}")
+    ll = v.get("bras_ipv6_link_local")
+    if ll is not None and not ipaddress.IPv6Address(ll).is_link_local:
+        raise fail("bras_ipv6_link_local", f"{ll!r} is not in fe80::/10; expected "
+                                           f"{KEYS['bras_ipv6_link_local']['expect']}")
+    g6 = v.get("bras_ipv6_address")
+    if g6 is not None:
+        a6 = ipaddress.IPv6Address(g6)
+        if a6.is_link_local or a6.is_multicast or a6.is_loopback or a6.is_unspecified \
+                or a6.ipv4_mapped is not None:
+            raise fail("bras_ipv6_address", f"{g6!r} is not a global unicast address; "
+                                            f"expected {KEYS['bras_ipv6_address']['expect']}")
+    if (ll is None) != (g6 is None):
+        have, need = ("bras_ipv6_link_local", "bras_ipv6_address") if g6 is None \
+            else ("bras_ipv6_address", "bras_ipv6_link_local")
+        raise fail(have, f"is set but {need} is not; set both IPv6 keys or neither")
+    if v["vrrp_enable"] == 1:
+        for key in ("bras_arp_mac", "bras_arp_ip"):
+            if v.get(key) is None:
+                raise fail("vrrp_enable", f"vrrp_enable=1 needs {key}: set it to the group's "
+                                          f"virtual gateway value, equal on every appliance")
+    elif (ip4 is not None or ll is not None) and mac is None:
+        raise fail("bras_arp_ip" if ip4 is not None else "bras_ipv6_link_local",
+                   "the virtual gateway needs bras_arp_mac to answer from; set it")
+
+    _vrrp_checks(v, fail)
+
+
+def _vrrp_checks(v: dict[str, Any], fail: Any) -> None:
+    """Keys that only the keepalived generator reads; checked here so errors come at load."""
+    adv, ver = v["vrrp_advert_int"], v["vrrp_version"]
+    if ver == 2 and (adv != int(adv) or adv < 1):
+        raise fail("vrrp_advert_int", f"{adv:g} is not valid for VRRPv2: expected whole "
+                                      f"seconds 1 to 255 (sub-second needs vrrp_version=3)")
+    if ver == 3 and adv > 40.95:
+        raise fail("vrrp_advert_int", f"{adv:g} is too long for VRRPv3: expected 0.01 to 40.95")
+    if ver == 3 and "vrrp_auth_pass" in v:
+        raise fail("vrrp_auth_pass", "VRRPv3 has no authentication; remove the key or "
+                                     "set vrrp_version=2")
+    if v.get("vrrp_unicast_peers") and "vrrp_unicast_src" not in v:
+        raise fail("vrrp_unicast_peers", "unicast peers need vrrp_unicast_src, this "
+                                         "appliance's own address on vrrp_interface")
+    src = v.get("vrrp_unicast_src")
+    if src is not None and src in v.get("vrrp_unicast_peers", []):
+        raise fail("vrrp_unicast_peers", f"lists {src}, which is vrrp_unicast_src; list "
+                                         f"only the other appliances")
+    vip = v.get("vrrp_mgmt_vip")
+    if vip is not None:
+        try:
+            iface = ipaddress.ip_interface(vip)
+        except ValueError:
+            iface = None
+        if iface is None or "/" not in vip or iface.version != 4:
+            raise fail("vrrp_mgmt_vip", f"{vip!r} is not valid: expected "
+                                        f"{KEYS['vrrp_mgmt_vip']['expect']}")
+    if v.get("vrrp_interface") in set(v["in_dev"]) | set(v["out_dev"]):
+        raise fail("vrrp_interface", "is a bridge port; VRRP needs its own interface "
+                                     "(a bridge port would carry adverts into the subscriber "
+                                     "network)")

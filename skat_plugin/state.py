@@ -1,0 +1,58 @@
+"""Role state under SKAT_RUN_DIR, and the lock that serialises every change.
+
+One appliance = one run directory, so several appliances run side by side in network
+namespaces with a different SKAT_RUN_DIR each. state.json is replaced atomically (write a
+temporary file, rename), so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RUN_DIR = "/run/skat-plugin"
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("SKAT_RUN_DIR") or DEFAULT_RUN_DIR)
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Held for the whole of a change: read state, apply to the kernel, write state."""
+    directory = run_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def load() -> dict[str, Any] | None:
+    try:
+        with open(run_dir() / "state.json") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def save(state: dict[str, Any]) -> None:
+    directory = run_dir()
+    tmp = directory / f".state.json.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / "state.json")
+
+
+def clear() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(run_dir() / "state.json")
