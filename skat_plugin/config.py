@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import conffile, schema
+from . import conffile
 
 DEFAULT_PATH = "/etc/dpi/fastdpi.conf"
 
@@ -62,4 +62,6 @@ class Config:
 
 def load(path: str) -> Config:
     """Read and validate fastdpi.conf; raises ConfigError naming file, line and key."""
+    from . import schema  # jsonschema is slow to import; `vrrp set` never needs it
+
     return Config(path, schema.validate(conffile.read(path)))

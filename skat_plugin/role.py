@@ -3,6 +3,12 @@
 Every public function here holds the state lock for its whole length, so concurrent calls
 (keepalived's notify scripts run concurrently) are applied one at a time, each returning
 only once its rule set is in the kernel.
+
+Ordering: keepalived runs notify scripts concurrently and never waits for them, so an older
+script can arrive after a newer one. Its notify FIFO delivers events in order; the daemon
+reads it and records keepalived's latest state here (set_role(keepalived_state=...)). While
+that daemon lives, a `vrrp set` that contradicts keepalived's latest state is stale and is
+ignored (--force overrides, for an operator who knows better).
 """
 
 from __future__ import annotations
@@ -10,35 +16,40 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from . import bridges, config, nftapply, render, report, state
+from . import nftapply, render, report, state
 from .config import Config
 from .errors import RoleError, SkatError
 from .render import BACKUP, MASTER
+
+# keepalived (notify FIFO / notify script) state -> appliance role. FAULT and STOP must not
+# leave a second master behind: they mean backup.
+KEEPALIVED_ROLE = {"MASTER": MASTER, "BACKUP": BACKUP, "FAULT": BACKUP, "STOP": BACKUP}
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _switch(cfg: Config, role: str, cause: str, old: dict[str, Any] | None) -> dict[str, Any]:
+def _switch(cfg: Config, role: str, cause: str, old: dict[str, Any] | None,
+            own_macs: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     """Apply `role` with `cfg` and record it. The caller holds the lock."""
+    old = old or {}
     # Counters restart with every new table; keep their totals monotonic across switches.
-    base = dict((old or {}).get("counters_base", {}))
-    live = nftapply.read_counters() or {}
-    for name, value in live.items():
+    base = dict(old.get("counters_base", {}))
+    for name, value in (nftapply.read_counters() or {}).items():
         base[name] = base.get(name, 0) + value
+    macs = own_macs if own_macs is not None else old.get("own_macs", [])
 
-    ruleset = render.render(cfg, role, bridges.own_macs(cfg))
-    nftapply.apply(ruleset)
+    nftapply.apply(render.render(cfg, role, macs))
 
-    previous = (old or {}).get("role")
-    new = {
-        "role": role,
-        "since": (old or {}).get("since") if previous == role else _now(),
-        "cause": cause,
-        "config": cfg.snapshot(),
-        "counters_base": base,
-    }
+    previous = old.get("role")
+    new = {**old, **extra,
+           "role": role,
+           "since": old.get("since") if previous == role else _now(),
+           "cause": cause,
+           "config": cfg.snapshot(),
+           "own_macs": macs,
+           "counters_base": base}
     state.save(new)
     if previous != role:
         report.event(f"role {previous or 'none'} -> {role} ({cause})", role=role,
@@ -54,10 +65,14 @@ def start_role(cfg: Config) -> str:
 
 
 def start(path: str) -> dict[str, Any]:
+    from . import bridges, config  # pyroute2 and jsonschema: only start/reload need them
+
     cfg = config.load(path)
     with state.locked():
         bridges.ensure(cfg)
-        return _switch(cfg, start_role(cfg), "start", state.load())
+        old = state.load() or {}
+        old.pop("keepalived", None)  # a fresh start knows nothing of keepalived yet
+        return _switch(cfg, start_role(cfg), "start", old, own_macs=bridges.own_macs(cfg))
 
 
 def reload(path: str) -> dict[str, Any]:
@@ -66,16 +81,23 @@ def reload(path: str) -> dict[str, Any]:
     Validation happens before anything else: on any error the loaded rules, the role and
     the saved snapshot stay exactly as they were.
     """
+    from . import bridges, config
+
     cfg = config.load(path)
     with state.locked():
         old = _require_started()
         bridges.check_ports(cfg)
         role = old["role"] if cfg.vrrp_enabled else MASTER  # VRRP off: always master
-        return _switch(cfg, role, "reload", old)
+        return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg))
 
 
-def set_role(role: str, cause: str = "cli") -> dict[str, Any]:
-    """keepalived's order. Uses the configuration last loaded, never the file on disk."""
+def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = None,
+             force: bool = False) -> dict[str, Any]:
+    """keepalived's order. Uses the configuration last loaded, never the file on disk.
+
+    keepalived_state: given only by the daemon reading keepalived's notify FIFO (in order).
+    Returns the new state; it has "ignored" set when a stale order was dropped.
+    """
     if role not in render.ROLES:
         raise RoleError(f"unknown role {role!r}; expected master or backup")
     with state.locked():
@@ -85,7 +107,16 @@ def set_role(role: str, cause: str = "cli") -> dict[str, Any]:
             raise RoleError(f"vrrp_enable=0 in {cfg.source}: the appliance stays master; "
                             f"set vrrp_enable=1 and run 'fdpi_cli reload' to let VRRP "
                             f"choose the role")
-        return _switch(cfg, role, cause, old)
+        extra: dict[str, Any] = {}
+        if keepalived_state is not None:
+            extra["keepalived"] = {"state": keepalived_state, "at": _now()}
+        elif not force:
+            latest = old.get("keepalived")
+            if latest and state.daemon_alive() and KEEPALIVED_ROLE.get(latest["state"]) != role:
+                return {**old, "ignored": f"keepalived's latest state is {latest['state']} "
+                                          f"(notify FIFO, {latest['at']}); use --force to "
+                                          f"override"}
+        return _switch(cfg, role, cause, old, **extra)
 
 
 def stop() -> None:
@@ -107,15 +138,15 @@ def show() -> dict[str, Any]:
     cfg = Config.from_snapshot(st["config"])
     live = nftapply.read_counters() or {}
     base = st.get("counters_base", {})
-    counters = {name: base.get(name, 0) + live.get(name, 0) for name in nftapply.COUNTERS}
     return {
         "role": st["role"],
         "vrrp_enable": cfg["vrrp_enable"],
         "since": st["since"],
         "cause": st.get("cause"),
         "config": cfg.source,
-        "counters": counters,
+        "counters": {name: base.get(name, 0) + live.get(name, 0) for name in nftapply.COUNTERS},
         "kernel_role": nftapply.loaded_role(),
+        "keepalived": st.get("keepalived"),
     }
 
 

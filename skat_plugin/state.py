@@ -56,3 +56,18 @@ def save(state: dict[str, Any]) -> None:
 def clear() -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir() / "state.json")
+
+
+def daemon_pid() -> int | None:
+    """The supervising daemon's pid if it is alive (a zombie does not count)."""
+    try:
+        pid = int((run_dir() / "daemon.pid").read_text().split()[0])
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return None
+    return pid if fields[0] not in ("Z", "X") else None
+
+
+def daemon_alive() -> bool:
+    return daemon_pid() is not None
