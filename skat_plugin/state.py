@@ -71,3 +71,18 @@ def daemon_pid() -> int | None:
 
 def daemon_alive() -> bool:
     return daemon_pid() is not None
+
+
+def daemon_status() -> dict[str, Any]:
+    """What the live daemon last wrote to daemon.json ({} when no daemon runs).
+
+    Written by the daemon at every check: pid, split_brain (bool), split_brain_since,
+    election_alive (keepalived/ucarp seen alive), updated (ISO time).
+    """
+    if not daemon_alive():
+        return {}
+    try:
+        with open(run_dir() / "daemon.json") as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
