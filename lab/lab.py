@@ -1,0 +1,146 @@
+"""The live lab: two appliances with real keepalived in network namespaces.
+
+    lab/run                       scripted tour: election, failover (kill -9, link down),
+                                  failback; prints the failover times measured by a subscriber
+    lab/run --advert 0.1          the same with VRRPv3 sub-second adverts
+    lab/run --interactive         you trigger failovers yourself
+
+The failover time is what a subscriber sees: the longest gap between answers to ARP
+requests sent every 5 ms to the virtual gateway. VRRP's own bound for it is the master-down
+interval, 3 x advert + skew; the lab prints the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from group import Group, Node, master_down_interval
+from netlab import Lab
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def status(g: Group) -> None:
+    for n in g.nodes:
+        info = n.app.show()
+        c = info["counters"]
+        say(f"  {n.name}: role={info['role']:<7} keepalived={n.keepalived_state() or '-':<7} "
+            f"arp_replies={c['arp_replies']:<5} nd_replies={c['nd_replies']:<5} "
+            f"split_brain={info['split_brain']}")
+
+
+def measured(g: Group, what: str, action, seconds: float, backup: Node) -> dict:
+    """Run `action` while the subscriber probes; report the gap and who answered."""
+    before = {n.name: n.app.show()["counters"]["arp_replies"] for n in g.nodes}
+    w = g.watch(seconds)
+    time.sleep(0.5)
+    action()
+    r = w.result()
+    after = {n.name: n.app.show()["counters"]["arp_replies"] for n in g.nodes}
+    answered = {k: after[k] - before[k] for k in before}
+    mdi = master_down_interval(g.advert_int, backup.priority)
+    ratio = r["max_gap_ms"] / 1000 / mdi
+    say(f"  {what}: longest gap {r['max_gap_ms']:.0f} ms = {ratio:.2f} x master-down "
+        f"interval ({mdi * 1000:.0f} ms); {r['sent']} requests, {r['replies']} replies "
+        f"(duplicates: {max(0, r['replies'] - r['sent'])}); answered per appliance: {answered}")
+    return {"what": what, "gap_ms": r["max_gap_ms"], "mdi_ms": mdi * 1000, "ratio": ratio}
+
+
+def tour(g: Group) -> list[dict]:
+    a, b = g.nodes
+    results = []
+    mdi = master_down_interval(g.advert_int, b.priority)
+    window = max(3.0, mdi * 2 + 1.5)
+
+    say("\n== 1. Both appliances start as master (SKAT's default); keepalived elects one")
+    t0 = time.monotonic()
+    for n in g.nodes:
+        g.start(n)
+    m = g.wait_one_master(30)
+    say(f"  exactly one master after {time.monotonic() - t0:.2f} s: {m}")
+    status(g)
+
+    say("\n== 2. Failover: kill -9 of the master's keepalived (a crash: no goodbye)")
+    results.append(measured(g, "kill -9", lambda: g.kill_keepalived(a), window, b))
+    g.wait_one_master(10)
+    status(g)
+
+    say("\n== 3. Failback: keepalived of A returns; A has the higher priority and preempts")
+    results.append(measured(g, "failback", lambda: g.start_keepalived(a), window + 2, b))
+    g.wait_one_master(10)
+    status(g)
+
+    say("\n== 4. Failover: the master's subscriber port goes down (track script -> FAULT)")
+    results.append(measured(g, "link down", lambda: g.link(a, False), window + 2, b))
+    g.wait_one_master(10)
+    status(g)
+    g.link(a, True)
+    g.wait_one_master(15)
+    say("  link restored")
+    status(g)
+    return results
+
+
+def interactive(g: Group) -> None:
+    for n in g.nodes:
+        g.start(n)
+    g.wait_one_master(30)
+    help_text = ("commands: s = status, k NAME = kill -9 keepalived, r NAME = restart "
+                 "keepalived, d NAME = link down, u NAME = link up, q = quit")
+    say(help_text)
+    while True:
+        status(g)
+        try:
+            line = input("lab> ").split()
+        except EOFError:
+            return
+        if not line or line[0] == "s":
+            continue
+        if line[0] == "q":
+            return
+        if len(line) != 2 or line[0] not in "krdu":
+            say(help_text)
+            continue
+        node = g.node(line[1])
+        if line[0] == "k":
+            g.kill_keepalived(node)
+        elif line[0] == "r":
+            g.start_keepalived(node)
+        else:
+            g.link(node, line[0] == "u")
+        time.sleep(master_down_interval(g.advert_int, 100) + 0.3)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--advert", type=float, default=1.0, help="advert interval, s (default 1)")
+    ap.add_argument("--unicast", action="store_true", help="unicast peers instead of multicast")
+    ap.add_argument("--interactive", action="store_true")
+    a = ap.parse_args()
+    with Lab("lab") as lab:
+        g = Group(lab, 2, advert_int=a.advert, unicast=a.unicast)
+        say(f"lab: 2 appliances (a: priority {g.nodes[0].priority}, b: "
+            f"{g.nodes[1].priority}), VRRPv3 advert {a.advert:g} s, "
+            f"{'unicast' if a.unicast else 'multicast'}; namespaces {lab.tag}-*")
+        if a.interactive:
+            interactive(g)
+            return 0
+        results = tour(g)
+    say("\n== Summary (failover as the subscriber sees it)")
+    say("| event | gap ms | master-down interval ms | ratio |")
+    say("|---|---:|---:|---:|")
+    for r in results:
+        say(f"| {r['what']} | {r['gap_ms']:.0f} | {r['mdi_ms']:.0f} | {r['ratio']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
