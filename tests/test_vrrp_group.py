@@ -1,0 +1,158 @@
+"""The operator's promises for a VRRP group, with real keepalived in namespaces.
+
+Exactly one appliance answers for the virtual gateway, before and after any failover; an
+appliance whose election daemon dies steps down by itself; the roles always converge to
+keepalived's last word; a partition is reported as split brain on both sides.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
+
+from group import Group, master_down_interval
+from netlab import wait_for
+
+ADVERT = 0.1  # VRRPv3 sub-second adverts keep every test short
+
+
+def answers_once(g: Group, seconds: float = 1.0) -> dict:
+    """Subscriber probes ARP; every request answered exactly once, by one appliance."""
+    before = {n.name: n.app.show()["counters"]["arp_replies"] for n in g.nodes}
+    r = g.watch(seconds).result()
+    after = {n.name: n.app.show()["counters"]["arp_replies"] for n in g.nodes}
+    moved = [k for k in before if after[k] > before[k]]
+    assert r["replies"] > 0.9 * r["sent"], r
+    assert r["replies"] <= r["sent"], f"duplicate answers: {r}"
+    assert len(moved) == 1, f"answered by {moved}"
+    return r
+
+
+@pytest.fixture
+def pair(lab):
+    g = Group(lab, 2, advert_int=ADVERT)
+    for n in g.nodes:
+        g.start(n)
+    assert g.wait_one_master(20) == "a"
+    return g
+
+
+def test_kill_master_keepalived_backup_takes_over_and_old_master_steps_down(pair: Group):
+    a, b = pair.nodes
+    answers_once(pair)
+    t0 = time.monotonic()
+    pair.kill_keepalived(a)  # -9 of parent and VRRP child: no stop event, no priority 0
+    wait_for(lambda: a.role() == "backup", 2, 0.02, "a to step down")
+    stepped_down = time.monotonic() - t0
+    assert stepped_down < 1.0, f"old master stepped down after {stepped_down:.2f} s"
+    wait_for(lambda: b.role() == "master", 3, 0.02, "b to take over")
+    assert pair.masters() == ["b"]
+    answers_once(pair)
+
+
+def test_link_down_fails_over_and_failback_preempts(pair: Group):
+    a, _b = pair.nodes
+    pair.link(a, False)
+    wait_for(lambda: pair.masters() == ["b"], 10, 0.05, "b alone master after a's link down")
+    assert a.keepalived_state() in ("FAULT", "BACKUP")
+    answers_once(pair)
+    pair.link(a, True)
+    wait_for(lambda: pair.masters() == ["a"], 10, 0.05, "a to preempt after its link returns")
+    answers_once(pair)
+
+
+def test_nopreempt_keeps_the_new_master(lab):
+    g = Group(lab, 2, advert_int=ADVERT, preempt=False)
+    for n in g.nodes:
+        g.start(n)
+    first = g.wait_one_master(20)
+    old = g.node(first)
+    other = next(n for n in g.nodes if n is not old)
+    g.kill_keepalived(old)
+    wait_for(lambda: g.masters() == [other.name], 5, 0.05, "the peer to take over")
+    g.start_keepalived(old)
+    time.sleep(10 * ADVERT + 1)  # long enough for a preemption that must not happen
+    assert g.masters() == [other.name]
+    assert old.keepalived_state() == "BACKUP"
+
+
+def test_three_appliances_elect_one_and_survive_the_loss_of_any(lab):
+    g = Group(lab, 3, advert_int=ADVERT)
+    for n in g.nodes:
+        g.start(n)
+    g.wait_one_master(20)
+    for victim in g.nodes:
+        g.kill_keepalived(victim)
+        wait_for(lambda v=victim: v.role() == "backup", 2, 0.05, f"{victim.name} down")
+        survivor = g.wait_one_master(5)
+        assert survivor != victim.name
+        answers_once(g, 0.5)
+        g.start_keepalived(victim)
+        g.wait_one_master(10)
+
+
+def test_rapid_flaps_converge_to_keepalived_final_state(pair: Group):
+    a, b = pair.nodes
+    # 50 flaps of a's VRRP link: keepalived on both sides changes state as fast as it can.
+    for _ in range(50):
+        pair.lab.run(a.app.ns, "ip", "link", "set", "v0", "down")
+        time.sleep(0.02)
+        pair.lab.run(a.app.ns, "ip", "link", "set", "v0", "up")
+        time.sleep(0.02)
+
+    def settled() -> bool:
+        return all(n.role() == ("master" if n.keepalived_state() == "MASTER" else "backup")
+                   for n in pair.nodes) and len(pair.masters()) == 1
+    wait_for(settled, 10, 0.1, "every role equal to its keepalived's final state")
+    time.sleep(master_down_interval(ADVERT, b.priority) * 2)
+    assert settled()
+
+
+def test_partition_is_split_brain_on_both_and_clears(pair: Group):
+    lab = pair.lab
+    # Block VRRP (IP protocol 112) on the VRRP network's switch: a partition.
+    lab.run(pair.mgmt, "nft", "add table bridge part; add chain bridge part fwd { type filter "
+            "hook forward priority 0; policy accept; }; add rule bridge part fwd ip protocol "
+            "112 drop")
+    wait_for(lambda: len(pair.masters()) == 2, 5, 0.05, "both to become master")
+    t0 = time.monotonic()
+    wait_for(lambda: all(n.app.show()["split_brain"] for n in pair.nodes), 2, 0.05,
+             "split_brain on both within 2 s")
+    detected = time.monotonic() - t0
+    lab.run(pair.mgmt, "nft", "delete table bridge part")
+    pair.wait_one_master(10)
+    wait_for(lambda: not any(n.app.show()["split_brain"] for n in pair.nodes), 10, 0.1,
+             "split_brain to clear")
+    answers_once(pair)
+    print(f"split brain seen on both {detected:.2f} s after both became master")
+
+
+def test_old_master_emits_nothing_once_backup(pair: Group, tmp_path):
+    a, _b = pair.nodes
+    pair.kill_keepalived(a)
+    wait_for(lambda: pair.masters() == ["b"], 5, 0.05, "b to take over")
+    # a is backup now; capture what a's ports send while the subscriber talks to the gateway.
+    pcap = tmp_path / "a.pcap"
+    cap = pair.lab.popen(pair.sw, "tcpdump", "-i", "p1", "-Q", "in", "-w", str(pcap), "-U")
+    time.sleep(0.5)
+    answers_once(pair, 1.5)
+    os.killpg(cap.pid, signal.SIGINT)
+    cap.wait(5)
+    from scapy.all import rdpcap
+
+    frames = rdpcap(str(pcap))
+    ours = [f for f in frames if f.src.lower() in (a_macs(pair, a) | {"02:00:5e:00:01:01"})]
+    assert ours == [], f"backup a emitted {len(ours)} frames: {ours[:3]}"
+
+
+def a_macs(g: Group, node) -> set[str]:
+    out = g.lab.run(node.app.ns, "cat", "/sys/class/net/i0/address",
+                    "/sys/class/net/o0/address").stdout
+    return {m.strip().lower() for m in out.split()}
