@@ -100,7 +100,22 @@ def render(cfg: Config, role: str, own_macs: list[str]) -> RuleSet:
         defines["all_ports"] = _ifnames(cfg.ports)
         defines["skat_mark"] = hex(cfg["vrrp_socket_mark"])
         defines["own_macs"] = _set(macs)
+    _add_vrrp_firewall(cfg, files, defines)
     return RuleSet(role, files, defines)
+
+
+def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -> None:
+    """Both roles: only the group's appliances may send VRRP to vrrp_interface."""
+    if not cfg.vrrp_enabled or cfg.get("vrrp_interface") is None:
+        return
+    files.append("vrrp-firewall.nft")
+    defines["vrrp_if"] = f'"{cfg["vrrp_interface"]}"'
+    peers = cfg.get("vrrp_unicast_peers") or []
+    if peers:
+        files.append("vrrp-from-peers.nft")
+        defines["vrrp_peers"] = _set(peers)
+    else:
+        files.append("vrrp-multicast.nft")
 
 
 def render_stop() -> RuleSet:

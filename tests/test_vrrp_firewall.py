@@ -1,0 +1,138 @@
+"""The VRRP firewall: only the group's appliances reach keepalived, in either role.
+
+    [app] v0 192.0.2.11  ──veth──  v1 [net]  192.0.2.12 (the peer), 192.0.2.99 (a stranger)
+
+A raw IP-protocol-112 socket in the appliance stands in for keepalived's and records what it
+is given; the other namespace sends raw VRRP packets from each address.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+
+from conftest import BASE_CONF
+from netlab import PYTHON, Appliance, Lab
+
+ME, PEER, STRANGER = "192.0.2.11", "192.0.2.12", "192.0.2.99"
+GROUP = "224.0.0.18"
+
+# Everything VRRP this host is given, as the list of [source, destination] it saw.
+LISTENER = textwrap.dedent("""
+    import json, socket, sys, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    mreq = socket.inet_aton("224.0.0.18") + socket.inet_aton(sys.argv[1])
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    s.settimeout(0.05)
+    print("ready", flush=True)
+    seen, end = [], time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        try:
+            pkt = s.recv(2048)
+        except TimeoutError:
+            continue
+        seen.append([socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])])
+    print(json.dumps(seen), flush=True)
+""")
+
+# One VRRPv3-looking advert from argv[1] to argv[2] (the firewall only reads the IP header).
+SENDER = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    s.bind((sys.argv[1], 0))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sys.argv[1]))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+    for _ in range(3):
+        s.sendto(bytes([0x31, 51, 100, 1, 0, 100, 0, 0]) + socket.inet_aton("192.0.2.10"),
+                 (sys.argv[2], 0))
+""")
+
+
+def _conf(peers: str | None) -> str:
+    conf = BASE_CONF + "vrrp_interface=v0\nvrrp_mgmt_vip=192.0.2.10/24\n"
+    if peers:
+        conf += f"vrrp_unicast_src={ME}\nvrrp_unicast_peers={peers}\n"
+    return conf
+
+
+def _build(lab: Lab, conf: str) -> tuple[Appliance, str]:
+    app = lab.appliance("app", conf)
+    net = lab.ns("net")
+    lab.veth(app.ns, "i0", app.ns, "i0p")  # the bridged ports are not under test here
+    lab.veth(app.ns, "o0", app.ns, "o0p")
+    lab.veth(app.ns, "v0", net, "v1")
+    lab.run(app.ns, "ip", "addr", "add", f"{ME}/24", "dev", "v0")
+    for addr in (PEER, STRANGER):
+        lab.run(net, "ip", "addr", "add", f"{addr}/24", "dev", "v1")
+    app.cli("start")
+    return app, net
+
+
+def _received(lab: Lab, app: Appliance, net: str,
+              sends: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Send 3 adverts per (source, destination); what the appliance's raw socket got."""
+    listener = lab.popen(app.ns, PYTHON, "-c", LISTENER, ME, "1.0")
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == "ready"
+    for src, dst in sends:
+        lab.run(net, PYTHON, "-c", SENDER, src, dst)
+    out, _ = listener.communicate(timeout=10)
+    return [tuple(x) for x in json.loads(out.strip().splitlines()[-1])]
+
+
+def _counters(lab: Lab, app: Appliance) -> dict[str, int]:
+    res = lab.run(app.ns, "nft", "-j", "list", "counters", "table", "inet", "skat_plugin_vrrp")
+    return {c["counter"]["name"]: c["counter"]["packets"]
+            for c in json.loads(res.stdout)["nftables"] if "counter" in c}
+
+
+def test_unicast_accepts_only_the_configured_peer_in_both_roles(lab: Lab) -> None:
+    app, net = _build(lab, _conf(PEER))
+    sends = [(PEER, ME), (STRANGER, ME), (STRANGER, GROUP)]
+
+    assert _received(lab, app, net, sends) == [(PEER, ME)] * 3
+    assert _counters(lab, app) == {"vrrp_accepted": 3, "vrrp_dropped": 6}
+
+    app.cli("vrrp", "set", "backup")
+    assert _received(lab, app, net, sends) == [(PEER, ME)] * 3, "backup must filter too"
+
+    # Without the plugin's rules the stranger gets through: the filtering above was ours.
+    app.cli("stop")
+    got = _received(lab, app, net, sends)
+    assert (STRANGER, ME) in got and (PEER, ME) in got
+
+
+def test_multicast_accepts_the_vrrp_group_only(lab: Lab) -> None:
+    app, net = _build(lab, _conf(None))
+    got = _received(lab, app, net, [(STRANGER, GROUP), (STRANGER, ME), (PEER, ME)])
+    assert got == [(STRANGER, GROUP)] * 3
+    assert _counters(lab, app) == {"vrrp_accepted": 3, "vrrp_dropped": 6}
+
+
+def test_no_vrrp_interface_no_firewall(lab: Lab) -> None:
+    app = lab.appliance("app", BASE_CONF)
+    lab.veth(app.ns, "i0", app.ns, "i0p")
+    lab.veth(app.ns, "o0", app.ns, "o0p")
+    app.cli("start")
+    res = lab.run(app.ns, "nft", "list", "table", "inet", "skat_plugin_vrrp", check=False)
+    assert res.returncode != 0, res.stdout
+
+
+def test_rule_set_is_valid_nft() -> None:
+    """The files render to valid nft input without root (nft -c checks syntax only here)."""
+    from skat_plugin import render
+    from skat_plugin.config import Config
+
+    values = {"in_dev": ["i0"], "out_dev": ["o0"], "vrrp_enable": 1, "vrrp_interface": "v0",
+              "vrrp_unicast_peers": [PEER, "192.0.2.13"], "bras_arp_mac": "02:00:5e:00:01:01",
+              "bras_arp_ip": "100.64.0.1", "vrrp_socket_mark": 0x5CA7,
+              "vrrp_nd_router_flag": 1}
+    for role in render.ROLES:
+        rs = render.render(Config("x", values), role, [])
+        assert rs.files[-2:] == ["vrrp-firewall.nft", "vrrp-from-peers.nft"]
+        assert rs.defines["vrrp_peers"] == "{ 192.0.2.12, 192.0.2.13 }"
+    res = subprocess.run(["nft", "-c", "-I", str(render.nft_dir()), "-f", "-"],
+                         input=rs.script(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
