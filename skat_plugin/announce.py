@@ -1,0 +1,169 @@
+"""Takeover announcements: gratuitous ARP and unsolicited NA from the virtual MAC.
+
+On entering master: vrrp_garp_count rounds, vrrp_garp_interval apart; while master, one
+round every vrrp_garp_refresh seconds (0 = off). A round is, out of every subscriber port
+(in_dev): one gratuitous ARP for bras_arp_ip, and one unsolicited NA to ff02::1 for each
+IPv6 address (bras_ipv6_link_local, bras_ipv6_address). Switches relearn the virtual MAC's
+port at once, hosts update their neighbour entries (override flag), and a second master
+becomes visible on the wire (split brain, see splitbrain.py).
+
+Frames go out through an AF_PACKET socket marked with vrrp_socket_mark: in backup the
+rule set drops marked frames at the ports' egress (nft/backup.nft), so a round that races
+with a role change is silenced by the kernel, not by luck.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+from . import report
+from .config import Config
+
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+BROADCAST = b"\xff" * 6
+ALL_NODES = "ff02::1"
+ALL_NODES_MAC = bytes.fromhex("333300000001")
+ETH_MIN = 60  # without FCS: real NICs pad, veth does not; pad ourselves
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def garp(vmac: str, vip: str) -> bytes:
+    """ARP announcement: a request for our own address (sender = target = vip)."""
+    mac = mac_bytes(vmac)
+    ip = ipaddress.IPv4Address(vip).packed
+    eth = BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, ip, b"\x00" * 6, ip)
+    return (eth + arp).ljust(ETH_MIN, b"\x00")
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def unsolicited_na(vmac: str, target: str, router: bool) -> bytes:
+    """Unsolicited NA (RFC 4861 7.2.6): to all-nodes, override set, solicited clear,
+    router as configured, with the target link-layer address option."""
+    mac = mac_bytes(vmac)
+    src = ipaddress.IPv6Address(target).packed
+    dst = ipaddress.IPv6Address(ALL_NODES).packed
+    flags = (0x80 if router else 0) | 0x20  # R, O; S (0x40) stays clear
+    body = struct.pack("!BBHB3x16sBB6s", 136, 0, 0, flags, src, 2, 1, mac)
+    pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
+    body = body[:2] + struct.pack("!H", _csum(pseudo + body)) + body[4:]
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 255, src, dst)
+    return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ip6 + body
+
+
+def frames(cfg: Config) -> list[bytes]:
+    """One round's frames for one port."""
+    vmac = cfg["bras_arp_mac"]
+    out = [garp(vmac, cfg["bras_arp_ip"])]
+    router = bool(cfg.get("vrrp_nd_router_flag", 1))
+    for key in ("bras_ipv6_link_local", "bras_ipv6_address"):
+        if cfg.get(key):
+            out.append(unsolicited_na(vmac, cfg[key], router))
+    return out
+
+
+class Sender:
+    """A marked AF_PACKET socket. Frames are complete; the kernel adds nothing."""
+
+    def __init__(self, mark: int) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        self.mark = mark
+        self._failing: set[tuple[str, int]] = set()
+
+    def send(self, port: str, frame: bytes) -> bool:
+        try:
+            self.sock.sendto(frame, (port, 0))
+        except OSError as e:
+            key = (port, e.errno or 0)
+            if key not in self._failing:  # once per port and cause, not once per frame
+                self._failing.add(key)
+                report.warning(f"announcement on {port} failed: {e.strerror or e}", port=port)
+            return False
+        self._failing = {k for k in self._failing if k[0] != port}
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Plan:
+    ports: list[str]
+    frames: list[bytes]
+    count: int
+    interval: float
+    refresh: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Plan:
+        return cls(cfg.in_ports, frames(cfg), int(cfg.get("vrrp_garp_count", 5)),
+                   float(cfg.get("vrrp_garp_interval", 0.1)),
+                   float(cfg.get("vrrp_garp_refresh", 1.0)))
+
+
+class Announcer:
+    """Timing of the rounds, driven by the daemon's loop: next_due() and run(now)."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self.plan: Plan | None = None
+        self.burst_left = 0
+        self.next_at: float | None = None
+        self.rounds = 0  # sent since the daemon started (for tests and metrics)
+
+    def start(self, plan: Plan, now: float) -> None:
+        """Entering master (or announcing again after a split brain): a fresh burst."""
+        self.plan = plan
+        self.burst_left = plan.count
+        self.next_at = now if plan.count else self._refresh_at(now)
+
+    def stop(self) -> None:
+        """Backup: not one more frame from here."""
+        self.plan = None
+        self.burst_left = 0
+        self.next_at = None
+
+    @property
+    def active(self) -> bool:
+        return self.plan is not None
+
+    def next_due(self) -> float | None:
+        return self.next_at
+
+    def run(self, now: float) -> None:
+        if self.plan is None or self.next_at is None or now < self.next_at:
+            return
+        self.send_round()
+        if self.burst_left > 0:
+            self.burst_left -= 1
+        if self.burst_left > 0:
+            self.next_at = now + self.plan.interval
+        else:
+            self.next_at = self._refresh_at(now)
+
+    def send_round(self) -> None:
+        assert self.plan is not None
+        for port in self.plan.ports:
+            for frame in self.plan.frames:
+                self.sender.send(port, frame)
+        self.rounds += 1
+
+    def _refresh_at(self, now: float) -> float | None:
+        assert self.plan is not None
+        return now + self.plan.refresh if self.plan.refresh > 0 else None

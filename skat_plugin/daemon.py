@@ -1,0 +1,459 @@
+"""fdpi_cli daemon: the supervising process (docs/daemon.md).
+
+One thread, one poll loop, so everything that changes the role is applied one at a time in
+the order it arrived: keepalived's notify FIFO, the control socket (`fdpi_cli vrrp set`,
+`reload`), SIGHUP, and the election watch. Around that the loop keeps the timers: the
+state poll (another process may switch roles directly), announcements, the split-brain
+counter, daemon.json, the metrics file and the systemd watchdog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import announce, control, election, keepalived_fifo, metrics, report, role, splitbrain
+from . import state as statefile
+from .config import Config
+from .errors import SkatError
+from .render import BACKUP, MASTER
+
+STATE_POLL = 0.1     # role changes made by other processes: stat state.json this often
+ELECTION_POLL = 0.1  # watched pid files
+FIFO_CONFIRM = 0.15  # after POLLHUP: time for a writer that reopens (reload) to show up
+DEFAULT_FIFO = "/run/skat-plugin/keepalived.fifo"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fdpi_cli daemon",
+                                description="skat-plugin supervising daemon (foreground)")
+    p.add_argument("--fifo", metavar="PATH",
+                   help="keepalived's notify FIFO (default: vrrp_notify_fifo of the loaded "
+                        f"configuration, else {DEFAULT_FIFO})")
+    p.add_argument("--no-fifo", action="store_true",
+                   help="do not read a notify FIFO (ucarp, or keepalived without notify_fifo)")
+    p.add_argument("--watch-pidfile", metavar="PATH", action="append", default=[],
+                   help="pid file of the election process (keepalived's VRRP child -r file, "
+                        "ucarp's); its death while master means step down. Repeatable")
+    p.add_argument("--metrics-file", metavar="PATH", default=metrics.DEFAULT_PATH,
+                   help="Prometheus textfile (default: %(default)s; '' = off; skipped when "
+                        "its directory does not exist)")
+    p.add_argument("--verbose", action="store_true", help="log every event to stderr too")
+    return p
+
+
+class Notifier:
+    """sd_notify when NOTIFY_SOCKET is set (systemd Type=notify); silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self.last_status = ""
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        wd_pid = os.environ.get("WATCHDOG_PID")
+        mine = wd_pid is None or wd_pid == str(os.getpid())
+        self.watchdog = int(usec) / 2e6 if usec.isdigit() and int(usec) and mine else None
+        self._send: Callable[[str], Any] = _notify_function()
+
+    def send(self, message: str) -> None:
+        if self.enabled:
+            self._send(message)
+
+    def status(self, text: str) -> None:
+        if text != self.last_status:
+            self.last_status = text
+            self.send(f"STATUS={text}")
+
+
+def _notify_function() -> Callable[[str], Any]:
+    try:
+        from systemd import daemon as sd
+        return sd.notify
+    except ImportError:  # a bare checkout: the protocol is one datagram
+        def send(message: str) -> None:
+            path = os.environ.get("NOTIFY_SOCKET", "")
+            addr = "\0" + path[1:] if path.startswith("@") else path
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(message.encode(), addr)
+        return send
+
+
+def _write_json(path: Any, data: dict[str, Any]) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+class Daemon:
+    def __init__(self, opts: argparse.Namespace, config_path: str) -> None:
+        self.opts = opts
+        self.config_path = config_path
+        self.run_dir = statefile.run_dir()
+        self.stopping = False
+        self.reload_requested = False
+        self.notifier = Notifier()
+        # What we know of the appliance (from state.json).
+        self.state_sig: tuple[int, int, int] | None = None
+        self.role = "unknown"
+        self.since: str | None = None
+        self.cfg: Config | None = None
+        self.role_changes = 0
+        # Watches.
+        self.sb = splitbrain.Watch()
+        self.pidwatches = [election.PidWatch(p) for p in opts.watch_pidfile]
+        self.fifo: keepalived_fifo.Fifo | None = None
+        self.fifo_alive: bool | None = None
+        self.fifo_confirm_at: float | None = None
+        self.sender: announce.Sender | None = None
+        self.announcer: announce.Announcer | None = None
+        self.server: control.Server | None = None
+        self.metrics_dirty = True
+        self.owns_run_dir = False  # set once our pid file is written
+
+    # -- start and stop ----------------------------------------------------------------------
+    def setup(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        other = statefile.daemon_pid()
+        if other is not None and other != os.getpid():
+            raise SkatError(f"another daemon (pid {other}) already runs for {self.run_dir}")
+        # The pid file first: from now on `vrrp set` treats keepalived's FIFO state as final.
+        _write_json_text(self.run_dir / "daemon.pid", f"{os.getpid()}\n")
+        self.owns_run_dir = True
+        self.refresh_state()
+        self.server = control.Server()
+        if not self.opts.no_fifo:
+            self.fifo = keepalived_fifo.Fifo(self._fifo_path())
+            if self.fifo.holders():
+                self.fifo_alive = True  # keepalived already runs (we were restarted)
+        self.sender = announce.Sender(self._mark())
+        self.announcer = announce.Announcer(self.sender)
+        self.refresh_state(force=True)
+        for w in self.pidwatches:
+            w.check()
+
+    def teardown(self) -> None:
+        if self.server:
+            self.server.close()
+        if self.fifo:
+            self.fifo.close()
+        if self.sender:
+            self.sender.close()
+        if not self.owns_run_dir:
+            return  # another daemon's files
+        for name in ("daemon.json", "daemon.pid"):
+            with contextlib.suppress(OSError):
+                (self.run_dir / name).unlink()
+
+    def _fifo_path(self) -> str:
+        if self.opts.fifo:
+            return self.opts.fifo
+        if self.cfg is not None:
+            return self.cfg.get("vrrp_notify_fifo") or DEFAULT_FIFO
+        with contextlib.suppress(SkatError, OSError):
+            from . import config
+            return config.load(self.config_path).get("vrrp_notify_fifo") or DEFAULT_FIFO
+        return DEFAULT_FIFO
+
+    def _mark(self) -> int:
+        if self.cfg is not None:
+            return int(self.cfg.get("vrrp_socket_mark", 0x5CA7))
+        return 0x5CA7
+
+    # -- the appliance's state -------------------------------------------------------------
+    def refresh_state(self, force: bool = False) -> None:
+        """Cheap: one stat(); loads state.json only when it changed (or force)."""
+        try:
+            st = os.stat(self.run_dir / "state.json")
+            sig = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except FileNotFoundError:
+            sig = None
+        if sig == self.state_sig and not force:
+            return
+        self.state_sig = sig
+        self._on_state(statefile.load() if sig else None)
+
+    def _on_state(self, st: dict[str, Any] | None) -> None:
+        new_role = st["role"] if st else "stopped"
+        old_role = self.role
+        old_cfg = self.cfg
+        self.cfg = Config.from_snapshot(st["config"]) if st else None
+        self.since = st.get("since") if st else None
+        if new_role != old_role and old_role != "unknown":
+            self.role_changes += 1
+        self.role = new_role
+        self.metrics_dirty = True
+        if self.announcer is None:
+            return
+        if new_role == MASTER:
+            # Every switch loads a new table: the kernel counter starts again at zero.
+            self.sb.last_value = 0
+            if not self.announcer.active or (old_cfg and old_cfg.values != self.cfg.values):
+                self.sb.reset()
+                self.announcer.start(announce.Plan.from_config(self.cfg), time.monotonic())
+        else:
+            self.announcer.stop()
+            self.sb.reset(None)
+
+    # -- orders ----------------------------------------------------------------------------
+    def apply(self, what: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run one role change; its result, or {"error": ...}. The daemon survives all."""
+        try:
+            result = action()
+        except SkatError as e:
+            report.warning(f"{what}: {e}")
+            return {"error": str(e)}
+        except Exception as e:  # a bug must not take the supervisor down
+            report.error(f"{what}: internal error: {e!r}")
+            return {"error": f"internal error: {e!r}"}
+        finally:
+            self.refresh_state()
+        return result
+
+    def handle_request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == "set":
+            return self.apply("vrrp set", lambda: role.set_role(
+                str(msg.get("role")), str(msg.get("cause") or "cli"),
+                force=bool(msg.get("force"))))
+        if op == "reload":
+            path = str(msg.get("config") or self.config_path)
+            return self.apply("reload", lambda: role.reload(path))
+        if op == "status":
+            return self.status()
+        return {"error": f"unknown op {op!r}; expected set, reload or status"}
+
+    def handle_fifo(self, now: float) -> None:
+        assert self.fifo is not None
+        events, eof = self.fifo.read_events()
+        # Only the latest state of each instance matters: older events in the same batch
+        # are already history, and applying an obsolete MASTER would announce a gateway
+        # this appliance no longer is.
+        latest: dict[str, keepalived_fifo.Event] = {}
+        for ev in events:
+            latest.pop(ev.name, None)
+            latest[ev.name] = ev
+        if len(events) > len(latest):
+            report.event(f"keepalived FIFO: {len(events) - len(latest)} superseded "
+                         f"event(s) skipped", cause="keepalived")
+        for ev in latest.values():
+            self.fifo_alive = True
+            new_role = role.KEEPALIVED_ROLE.get(ev.state)
+            if new_role is None:
+                continue
+            self.apply(f"keepalived {ev.name} {ev.state}", lambda r=new_role, s=ev.state:
+                       role.set_role(r, "keepalived", keepalived_state=s))
+        if eof:
+            # The last writer is gone. Reopen (so poll stops reporting HUP) and confirm.
+            self.fifo.open()
+            self.fifo_confirm_at = now + FIFO_CONFIRM
+
+    def election_lost(self, why: str) -> None:
+        """keepalived/ucarp is gone with no stop event: the peer takes over; be silent."""
+        self.metrics_dirty = True
+        self.refresh_state()
+        if self.role != MASTER or self.cfg is None or not self.cfg.vrrp_enabled:
+            report.warning(f"election process gone ({why}); role {self.role}: nothing to do")
+            return
+        report.error(f"election process gone ({why}) while master: stepping down to backup",
+                     role=BACKUP, previous_role=MASTER, cause="election-lost")
+        st = statefile.load() or {}
+        if st.get("keepalived"):
+            # Record it as keepalived's last word, so that a notify_master script still in
+            # flight from before the crash is stale and ignored.
+            self.apply("step down", lambda: role.set_role(
+                BACKUP, "election-lost", keepalived_state="STOP"))
+        else:
+            self.apply("step down", lambda: role.set_role(BACKUP, "election-lost", force=True))
+
+    # -- status ------------------------------------------------------------------------------
+    def election_alive(self) -> bool | None:
+        known = [a for a in (self.fifo_alive, *(w.alive for w in self.pidwatches))
+                 if a is not None]
+        if not known:
+            return None
+        return all(known)
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "role": self.role, "since": self.since,
+                "split_brain": self.sb.active, "split_brain_since": self.sb.since,
+                "election_alive": self.election_alive(),
+                "fifo": str(self.fifo.path) if self.fifo else None,
+                "watch_pidfiles": [str(w.path) for w in self.pidwatches],
+                "announcement_rounds": self.announcer.rounds if self.announcer else 0,
+                "role_changes": self.role_changes, "updated": _now_iso()}
+
+    def publish(self) -> None:
+        """daemon.json (read by `vrrp show` and the track script) and systemd's STATUS."""
+        st = self.status()
+        _write_json(self.run_dir / "daemon.json", st)
+        alive = {True: "alive", False: "GONE", None: "not seen"}[st["election_alive"]]
+        self.notifier.status(f"role={self.role} since={self.since or '-'} "
+                             f"split_brain={'YES' if self.sb.active else 'no'} "
+                             f"election={alive}")
+
+    def write_metrics(self) -> None:
+        if not self.opts.metrics_file:
+            return
+        try:
+            text = metrics.render(role.show(), self.status(), self.role_changes)
+            metrics.write(self.opts.metrics_file, text)
+        except Exception as e:  # metrics must never stop the supervisor
+            report.warning(f"metrics file {self.opts.metrics_file}: {e}")
+
+    def check_split_brain(self, now: float) -> None:
+        value = None
+        if self.role == MASTER:
+            from . import nftapply
+            value = (nftapply.read_counters() or {}).get("foreign_master_frames")
+        change = self.sb.check(value, now)
+        if change.raised:
+            report.error(f"split brain: another master sends from the virtual MAC "
+                         f"({change.new_frames} frame(s) arrived on the subscriber ports)",
+                         role=self.role, cause="split-brain", split_brain=1,
+                         foreign_frames=change.new_frames)
+            self.metrics_dirty = True
+        elif change.cleared:
+            report.event(f"split brain over (no frame from another master for "
+                         f"{self.sb.window:g} s): announcing again", role=self.role,
+                         cause="split-brain-cleared", split_brain=0)
+            self.metrics_dirty = True
+            if self.role == MASTER and self.announcer and self.cfg:
+                self.announcer.start(announce.Plan.from_config(self.cfg), now)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self.setup()
+        assert self.server is not None and self.announcer is not None
+        poller = select.poll()
+        poller.register(wake_r, select.POLLIN)
+        poller.register(self.server.fileno(), select.POLLIN)
+        fifo_fd = -1
+        if self.fifo:
+            fifo_fd = self.fifo.fileno()
+            poller.register(fifo_fd, select.POLLIN)
+        self.publish()
+        self.notifier.send("READY=1")
+        report.event(f"daemon ready: role {self.role}, fifo "
+                     f"{self.fifo.path if self.fifo else 'off'}, control {self.server.path}",
+                     role=self.role, cause="daemon-start")
+
+        now = time.monotonic()
+        timers = {"state": now, "election": now, "sb": now, "metrics": now,
+                  "watchdog": now}
+        while not self.stopping:
+            deadlines = [*timers.values(), self.announcer.next_due(), self.fifo_confirm_at]
+            timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
+            ready = dict(poller.poll(timeout * 1000))
+            now = time.monotonic()
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+            if self.reload_requested:
+                self.reload_requested = False
+                self.apply("reload (SIGHUP)", lambda: role.reload(self.config_path))
+            if fifo_fd in ready and self.fifo:
+                self.handle_fifo(now)
+                if self.fifo.fileno() != fifo_fd:  # reopened
+                    poller.unregister(fifo_fd)
+                    fifo_fd = self.fifo.fileno()
+                    poller.register(fifo_fd, select.POLLIN)
+            if self.server.fileno() in ready:
+                for _ in range(16):  # bounded: timers must not starve under a flood
+                    if not self.server.handle_one(self.handle_request):
+                        break
+            self._timers(timers, time.monotonic())
+        report.event(f"daemon stopping (role {self.role}; rules stay loaded)",
+                     role=self.role, cause="daemon-stop")
+        self.notifier.send("STOPPING=1")
+        return 0
+
+    def _timers(self, timers: dict[str, float], now: float) -> None:
+        if self.fifo_confirm_at is not None and now >= self.fifo_confirm_at:
+            self.fifo_confirm_at = None
+            if self.fifo and self.fifo.holders():
+                self.fifo_alive = True  # a writer reopened it: a reload, not a crash
+            else:
+                self.fifo_alive = False
+                self.election_lost("keepalived's notify FIFO has no writer left")
+        if now >= timers["election"]:
+            timers["election"] = now + ELECTION_POLL
+            for w in self.pidwatches:
+                if w.check():
+                    self.election_lost(f"process of {w.path} died")
+        if now >= timers["state"]:
+            timers["state"] = now + STATE_POLL
+            self.refresh_state()
+        if self.announcer and self.announcer.next_due() is not None \
+                and now >= self.announcer.next_due():
+            self.refresh_state()  # never announce a role another process just left
+            self.announcer.run(now)
+        if now >= timers["sb"]:
+            timers["sb"] = now + splitbrain.POLL
+            self.check_split_brain(now)
+            self.publish()
+        if self.metrics_dirty or now >= timers["metrics"]:
+            self.metrics_dirty = False
+            timers["metrics"] = now + metrics.REFRESH
+            self.write_metrics()
+            self.publish()
+        if self.notifier.watchdog is None:
+            timers["watchdog"] = now + 3600
+        elif now >= timers["watchdog"]:
+            timers["watchdog"] = now + self.notifier.watchdog
+            self.notifier.send("WATCHDOG=1")
+
+    def _on_stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def _on_hup(self, signum: int, _frame: object) -> None:
+        self.reload_requested = True
+
+
+def _write_json_text(path: Any, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None, config_path: str | None = None) -> int:
+    if argv and argv[0] == "--":  # `fdpi_cli daemon -- --opt`: argparse REMAINDER's quirk
+        argv = argv[1:]
+    opts = build_parser().parse_args(argv)
+    if opts.verbose:
+        os.environ["SKAT_LOG_STDERR"] = "1"
+    from . import config
+    daemon = Daemon(opts, config.config_path(config_path))
+    try:
+        return daemon.run()
+    except SkatError as e:
+        print(f"fdpi_cli daemon: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"fdpi_cli daemon: {e}", file=sys.stderr)
+        return 1
+    finally:
+        daemon.teardown()
+
+
+if __name__ == "__main__":  # python3 -m skat_plugin.daemon [options]
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,89 @@
+"""Prometheus text exposition for node_exporter's textfile collector (docs/metrics.md).
+
+The daemon renders the file every REFRESH seconds and at every change, and replaces it
+atomically (temporary file in the same directory, rename), as the collector requires.
+A missing directory means no node_exporter here: nothing is written, nothing is logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from .nftapply import COUNTERS
+
+DEFAULT_PATH = "/var/lib/prometheus/node-exporter/skat_plugin.prom"
+REFRESH = 5.0
+ROLES = ("master", "backup", "stopped")
+PREFIX = "skat_plugin"
+
+COUNTER_HELP = {
+    "arp_replies": "ARP requests for bras_arp_ip answered in the kernel.",
+    "nd_replies": "Neighbor Solicitations for the virtual gateway answered in the kernel.",
+    "foreign_master_frames": "Frames from bras_arp_mac that arrived while master "
+                             "(another master on the wire).",
+    "guard_drops": "Frames of this appliance dropped by the backup guard.",
+}
+
+
+def _timestamp(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _number(value: float) -> str:
+    # Integers exactly (counters grow past %g's precision); timestamps to the millisecond.
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> str:
+    """show: role.show(); daemon: the daemon's status (split_brain, election_alive)."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
+        full = f"{PREFIX}_{name}"
+        lines.append(f"# HELP {full} {text}")
+        lines.append(f"# TYPE {full} {kind}")
+        for labels, value in samples:
+            lines.append(f"{full}{labels} {_number(value)}")
+
+    role = show.get("role") or "stopped"
+    metric("role", "gauge", "1 for the appliance's current role, 0 for the others.",
+           [(f'{{role="{r}"}}', 1 if r == role else 0) for r in ROLES])
+    metric("vrrp_enable", "gauge", "fastdpi.conf vrrp_enable of the loaded configuration.",
+           [("", int(show.get("vrrp_enable") or 0))])
+    metric("role_since_seconds", "gauge", "Unix time the current role was entered.",
+           [("", _timestamp(show.get("since")))])
+    metric("role_changes_total", "counter",
+           "Role changes seen by the daemon since it started.", [("", role_changes)])
+    counters = show.get("counters") or {}
+    for name in COUNTERS:
+        metric(f"{name}_total", "counter", COUNTER_HELP[name], [("", counters.get(name, 0))])
+    metric("split_brain", "gauge", "1 while another master sends from the virtual MAC.",
+           [("", 1 if daemon.get("split_brain") else 0)])
+    alive = daemon.get("election_alive")
+    metric("election_alive", "gauge",
+           "1 while keepalived/ucarp is seen alive, 0 once it died, -1 before it was seen.",
+           [("", -1 if alive is None else int(bool(alive)))])
+    return "\n".join(lines) + "\n"
+
+
+def write(path: str | Path, text: str) -> bool:
+    """Atomic replace; False (silently) when the collector's directory does not exist."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return False
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
