@@ -1,0 +1,231 @@
+"""`fdpi_cli vrrp keepalived-config`: keepalived.conf from fastdpi.conf.
+
+    fdpi_cli vrrp keepalived-config [--output FILE] [--scripts-dir DIR] [--no-require-daemon]
+
+verify() -> generate(), as in VyOS: config.load() has validated every value already (schema),
+verify() adds what only the generator needs and raises one ConfigError naming file, line and
+key; render_keepalived() fills keepalived/keepalived.conf.tmpl. Each value is checked once
+more against a strict pattern just before it is written, so nothing from fastdpi.conf can
+reach keepalived's parser unchecked (no spaces, quotes, braces or comment characters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import pwd
+import re
+import string
+import sys
+import tempfile
+from pathlib import Path
+
+from . import conffile
+from .config import Config
+from .errors import ConfigError, SkatError
+
+INSTALLED_SCRIPTS_DIR = "/usr/share/skat-plugin/keepalived"
+INSTANCE = "skat_plugin"  # the name in the notify FIFO's lines: INSTANCE "skat_plugin" ...
+
+# keepalived runs a track script at most once a second (interval is whole seconds, >= 1).
+# fall 2: one failed run (e.g. a reload in progress) does not hand over; two do, within 2 s.
+TRACK_INTERVAL = 1
+TRACK_TIMEOUT = 1
+TRACK_FALL = 2
+TRACK_RISE = 2
+
+# Characters keepalived.conf gives a meaning to: comments (# !), quotes, blocks.
+_UNSAFE_PASS = re.compile(r"[#!\"'\\{}]")
+_SAFE = re.compile(r"\A[A-Za-z0-9_.:/@%+,=\-]+\Z")
+_SCRIPTS_DIR = re.compile(r"\A/[A-Za-z0-9_./\-]{0,200}\Z")
+
+
+def template_path() -> Path:
+    """keepalived/keepalived.conf.tmpl of a checkout, or the installed copy."""
+    checkout = Path(__file__).resolve().parent.parent / "keepalived" / "keepalived.conf.tmpl"
+    if checkout.is_file():
+        return checkout
+    return Path(INSTALLED_SCRIPTS_DIR) / "keepalived.conf.tmpl"
+
+
+def default_scripts_dir() -> str:
+    return os.environ.get("SKAT_KEEPALIVED_DIR") or INSTALLED_SCRIPTS_DIR
+
+
+def _fail(cfg: Config, key: str, message: str) -> ConfigError:
+    """A ConfigError with the key's line, read again from the file the Config came from."""
+    line = None
+    try:
+        entry = conffile.read(cfg.source).get(key)
+        line = entry.line if entry else None
+    except (OSError, SkatError):
+        pass
+    return ConfigError(message, cfg.source, line, key)
+
+
+def verify(cfg: Config, scripts_dir: str) -> None:
+    """What keepalived needs beyond the schema; raises ConfigError."""
+    if not cfg.vrrp_enabled:
+        raise _fail(cfg, "vrrp_enable", "is 0: the appliance stays master and ignores "
+                                        "keepalived; set vrrp_enable=1 before generating "
+                                        "keepalived.conf")
+    if cfg.get("vrrp_interface") is None:
+        raise _fail(cfg, "vrrp_interface", "missing: set it to the interface that carries "
+                                           "VRRP between the appliances (not a bridge port)")
+    if cfg.get("vrrp_mgmt_vip") is None:
+        raise _fail(cfg, "vrrp_mgmt_vip", "missing: keepalived needs at least one virtual "
+                                          "address; set a floating management address with "
+                                          "prefix, e.g. 192.0.2.10/24")
+    vip = ipaddress.ip_interface(cfg["vrrp_mgmt_vip"]).ip
+    own = [("vrrp_unicast_src", a) for a in [cfg.get("vrrp_unicast_src")] if a] + \
+          [("vrrp_unicast_peers", a) for a in cfg.get("vrrp_unicast_peers") or []]
+    for key, addr in own:
+        if ipaddress.ip_address(addr) == vip:
+            raise _fail(cfg, key, f"{addr} is vrrp_mgmt_vip's address; the floating "
+                                  f"address cannot be an appliance's own address")
+    password = cfg.get("vrrp_auth_pass")
+    if password is not None and _UNSAFE_PASS.search(password):
+        raise _fail(cfg, "vrrp_auth_pass", "contains one of # ! \" ' \\ { } which "
+                                           "keepalived.conf reads as comment, quote or block; "
+                                           "choose another password")
+    user = cfg["vrrp_script_user"]
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise _fail(cfg, "vrrp_script_user", f"user {user!r} does not exist on this "
+                                             f"host; keepalived would not run the scripts") \
+            from None
+    if uid != 0:
+        # keepalived runs the scripts with that user's rights and no capabilities; changing
+        # nftables rules needs CAP_NET_ADMIN, so every role switch would fail.
+        raise _fail(cfg, "vrrp_script_user", f"user {user!r} is not root (uid {uid}): the "
+                                             f"notify scripts change nftables rules, which "
+                                             f"needs root; use root")
+    if not _SCRIPTS_DIR.match(scripts_dir):
+        raise ConfigError(f"--scripts-dir {scripts_dir!r} is not valid: expected an absolute "
+                          f"path of letters, digits and _ . / -")
+
+
+def _safe(value: object) -> str:
+    """The last gate before the file: a plain token, or a bug upstream."""
+    text = str(value)
+    if not _SAFE.match(text):
+        raise ValueError(f"refusing to write {text!r} into keepalived.conf")
+    return text
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
+                      require_daemon: bool = True) -> str:
+    """keepalived.conf for `cfg` (a validated Config); raises ConfigError when it cannot.
+
+    scripts_dir: where notify-master, ..., track are (the package installs them in
+    /usr/share/skat-plugin/keepalived). require_daemon: the track script also fails while
+    the supervising daemon (`fdpi_cli daemon`, the notify FIFO's reader) is not running.
+    """
+    scripts_dir = scripts_dir.rstrip("/") or "/"
+    verify(cfg, scripts_dir)
+    interface = _safe(cfg["vrrp_interface"])
+    peers = [_safe(p) for p in cfg.get("vrrp_unicast_peers") or []]
+
+    global_extra = ""
+    if peers:
+        transport = (f"\n    # Unicast: adverts only to and from the other appliances.\n"
+                     f"    unicast_src_ip {_safe(cfg['vrrp_unicast_src'])}\n"
+                     f"    unicast_peer {{\n"
+                     + "".join(f"        {p}\n" for p in peers)
+                     + "    }\n")
+        global_extra = ("    # Drop unicast adverts whose source is not a unicast_peer.\n"
+                        "    vrrp_check_unicast_src\n")
+    else:
+        transport = "\n    # Multicast adverts (224.0.0.18): no unicast_peer configured.\n"
+
+    if cfg["vrrp_preempt"] == 0:
+        preempt = ("\n    # vrrp_preempt=0: a returning higher priority does not take over.\n"
+                   "    nopreempt\n")
+    elif cfg["vrrp_preempt_delay"] > 0:
+        preempt = (f"\n    # A higher priority takes over only after this many seconds.\n"
+                   f"    preempt_delay {_safe(cfg['vrrp_preempt_delay'])}\n")
+    else:
+        preempt = "\n    # A higher priority takes over at once (preempt, keepalived's default).\n"
+
+    authentication = ""
+    if cfg.get("vrrp_auth_pass") is not None:
+        authentication = ("\n    authentication {\n"
+                          "        auth_type PASS\n"
+                          f"        auth_pass {_safe(cfg['vrrp_auth_pass'])}\n"
+                          "    }\n")
+
+    track = f"{_safe(scripts_dir)}/track" + (" --require-daemon" if require_daemon else "")
+    values = {
+        "source": re.sub(r"[^ -~]", "?", cfg.source),  # a path, shown in a comment only
+        "bras_gateway": " ".join(_safe(cfg[k]) for k in
+                                 ("bras_arp_ip", "bras_ipv6_address", "bras_ipv6_link_local")
+                                 if cfg.get(k) is not None),
+        "script_user": _safe(cfg["vrrp_script_user"]),
+        "notify_fifo": _safe(cfg["vrrp_notify_fifo"]),
+        "global_extra": global_extra,
+        "track_script": track,
+        "track_interval": TRACK_INTERVAL,
+        "track_timeout": TRACK_TIMEOUT,
+        "track_fall": TRACK_FALL,
+        "track_rise": TRACK_RISE,
+        "instance": INSTANCE,
+        "interface": interface,
+        "router_id": _safe(cfg["vrrp_router_id"]),
+        "priority": _safe(cfg["vrrp_priority"]),
+        "advert_int": _safe(_number(cfg["vrrp_advert_int"])),
+        "version": _safe(cfg["vrrp_version"]),
+        "preempt": preempt,
+        "transport": transport,
+        "authentication": authentication,
+        "mgmt_vip": _safe(str(ipaddress.ip_interface(cfg["vrrp_mgmt_vip"]))),
+        "scripts_dir": _safe(scripts_dir),
+    }
+    return string.Template(template_path().read_text()).substitute(values)
+
+
+def _write(path: str, text: str) -> None:
+    """Replace `path` atomically: keepalived never reads half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".keepalived.conf.", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str], config_path: str) -> int:
+    p = argparse.ArgumentParser(prog="fdpi_cli vrrp keepalived-config",
+                                description="render keepalived.conf from fastdpi.conf")
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="write here (atomically) instead of standard output")
+    p.add_argument("--scripts-dir", default=default_scripts_dir(), metavar="DIR",
+                   help=f"where the notify and track scripts are (default: "
+                        f"$SKAT_KEEPALIVED_DIR or {INSTALLED_SCRIPTS_DIR})")
+    p.add_argument("--no-require-daemon", action="store_true",
+                   help="do not make the track script fail while `fdpi_cli daemon` is down "
+                        "(only for setups without the supervising daemon)")
+    args = p.parse_args(argv)
+    from . import config
+
+    try:
+        text = render_keepalived(config.load(config_path), args.scripts_dir,
+                                 require_daemon=not args.no_require_daemon)
+    except SkatError as e:
+        print(f"fdpi_cli: {e}", file=sys.stderr)
+        return e.exit_code
+    if args.output:
+        _write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0

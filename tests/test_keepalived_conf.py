@@ -1,0 +1,181 @@
+"""`fdpi_cli vrrp keepalived-config`: keepalived accepts what it writes, and bad values stop it.
+
+keepalived -t checks interfaces in its namespace and that the track script exists and is
+safe (enable_script_security), so it runs in a namespace that has vrrp_interface, with the
+checkout's keepalived/ directory as scripts dir.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import BASE_CONF
+from netlab import REPO, Lab
+
+from skat_plugin import config, keepalived_conf
+from skat_plugin.errors import ConfigError
+
+SCRIPTS = str(REPO / "keepalived")
+
+BASE = BASE_CONF + "vrrp_interface=v0\nvrrp_mgmt_vip=192.0.2.10/24\n"
+UNICAST = "vrrp_unicast_src=192.0.2.11\nvrrp_unicast_peers=192.0.2.12, 192.0.2.13\n"
+
+MATRIX = {
+    "v3-multicast-preempt": "",
+    "v3-unicast-nopreempt-100ms": UNICAST + "vrrp_advert_int=0.1\nvrrp_preempt=0\n",
+    "v3-multicast-10ms": "vrrp_advert_int=0.01\nvrrp_priority=254\n",
+    "v3-unicast-delay-500ms": UNICAST + "vrrp_advert_int=0.5\nvrrp_preempt_delay=30\n",
+    "v3-multicast-longest": "vrrp_advert_int=40.95\nvrrp_router_id=255\nvrrp_priority=1\n",
+    "v2-multicast-auth": "vrrp_version=2\nvrrp_auth_pass=s3cr.t-8\n",
+    "v2-unicast-auth-nopreempt": UNICAST + "vrrp_version=2\nvrrp_auth_pass=x\n"
+                                           "vrrp_preempt=0\nvrrp_advert_int=5\n",
+    "v2-noauth-delay": "vrrp_version=2\nvrrp_advert_int=255\nvrrp_preempt_delay=1000\n",
+    "custom-fifo": "vrrp_notify_fifo=/run/skat-x/k.fifo\nvrrp_split_brain_handover=1\n",
+}
+
+
+def _load(tmp_path: Path, text: str, name: str = "fastdpi.conf") -> config.Config:
+    path = tmp_path / name
+    path.write_text(text)
+    return config.load(str(path))
+
+
+def _keepalived_t(lab: Lab, ns: str, conf: Path) -> subprocess.CompletedProcess[str]:
+    return lab.run(ns, "keepalived", "-t", "-e", "-f", str(conf), check=False)
+
+
+def test_keepalived_accepts_every_generated_configuration(lab: Lab, tmp_path: Path) -> None:
+    ns = lab.ns("k")
+    lab.veth(ns, "v0", ns, "v0p")
+    failures = []
+    for name, extra in MATRIX.items():
+        text = keepalived_conf.render_keepalived(_load(tmp_path, BASE + extra), SCRIPTS)
+        out = lab.path(f"{name}.conf")
+        out.write_text(text)
+        res = _keepalived_t(lab, ns, out)
+        if res.returncode != 0 or res.stderr.strip():
+            failures.append(f"{name}: rc={res.returncode} {res.stderr.strip()}")
+    assert not failures, "\n".join(failures)
+
+    # keepalived -t does check: the same file without the interface is refused.
+    lab.run(ns, "ip", "link", "del", "v0")
+    assert _keepalived_t(lab, ns, lab.path("v3-multicast-preempt.conf")).returncode != 0
+
+
+def _key_lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] not in "#!"]
+
+
+def test_golden_unicast_v2(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, BASE + UNICAST + "vrrp_version=2\nvrrp_auth_pass=pa55\n"
+                "vrrp_priority=150\nvrrp_router_id=7\nvrrp_preempt_delay=20\n")
+    assert _key_lines(keepalived_conf.render_keepalived(cfg, "/opt/k/")) == [
+        "global_defs {",
+        "enable_script_security",
+        "script_user root",
+        "notify_fifo /run/skat-plugin/keepalived.fifo",
+        "vrrp_check_unicast_src",
+        "}",
+        "vrrp_script skat_track {",
+        'script "/opt/k/track --require-daemon"',
+        "interval 1", "timeout 1", "fall 2", "rise 2",
+        "}",
+        "vrrp_instance skat_plugin {",
+        "state BACKUP",
+        "interface v0",
+        "virtual_router_id 7",
+        "priority 150",
+        "advert_int 1",
+        "version 2",
+        "preempt_delay 20",
+        "unicast_src_ip 192.0.2.11",
+        "unicast_peer {", "192.0.2.12", "192.0.2.13", "}",
+        "authentication {", "auth_type PASS", "auth_pass pa55", "}",
+        "virtual_ipaddress {", "192.0.2.10/24 dev v0", "}",
+        "track_script {", "skat_track", "}",
+        'notify_master "/opt/k/notify-master"',
+        'notify_backup "/opt/k/notify-backup"',
+        'notify_fault "/opt/k/notify-fault"',
+        'notify_stop "/opt/k/notify-stop"',
+        "}",
+    ]
+
+
+def test_golden_multicast_nopreempt(tmp_path: Path) -> None:
+    lines = _key_lines(keepalived_conf.render_keepalived(
+        _load(tmp_path, BASE + "vrrp_preempt=0\nvrrp_advert_int=0.05\n"), SCRIPTS,
+        require_daemon=False))
+    assert "nopreempt" in lines and "advert_int 0.05" in lines and "version 3" in lines
+    assert f'script "{SCRIPTS}/track"' in lines
+    for absent in ("unicast_src_ip", "unicast_peer {", "vrrp_check_unicast_src",
+                   "authentication {", "preempt_delay"):
+        assert not any(ln.startswith(absent) for ln in lines), absent
+
+
+# (fastdpi.conf lines added to BASE, or BASE with a line removed) -> key and line in the error
+BAD = [
+    ("vrrp_interface=eth0;x\n", "vrrp_interface", 11),
+    ("vrrp_router_id=0\n", "vrrp_router_id", 11),
+    ("vrrp_router_id=256\n", "vrrp_router_id", 11),
+    ("vrrp_priority=255\n", "vrrp_priority", 11),
+    ("vrrp_advert_int=0.5\nvrrp_version=2\n", "vrrp_advert_int", 11),
+    ("vrrp_advert_int=41\n", "vrrp_advert_int", 11),
+    ("vrrp_version=4\n", "vrrp_version", 11),
+    ("vrrp_auth_pass=secret\n", "vrrp_auth_pass", 11),
+    ("vrrp_version=2\nvrrp_auth_pass=ab#cd\n", "vrrp_auth_pass", 12),
+    ("vrrp_version=2\nvrrp_auth_pass=toolong99\n", "vrrp_auth_pass", 12),
+    ("vrrp_unicast_peers=192.0.2.12\n", "vrrp_unicast_peers", 11),
+    ("vrrp_unicast_src=192.0.2.11\nvrrp_unicast_peers=192.0.2.300\n",
+     "vrrp_unicast_peers", 12),
+    ("vrrp_unicast_src=192.0.2.10\nvrrp_unicast_peers=192.0.2.12\n", "vrrp_unicast_src", 11),
+    ("vrrp_preempt_delay=-1\n", "vrrp_preempt_delay", 11),
+    ("vrrp_script_user=no-such-user\n", "vrrp_script_user", 11),
+    ("vrrp_script_user=nobody\n", "vrrp_script_user", 11),
+    ("vrrp_notify_fifo=relative/fifo\n", "vrrp_notify_fifo", 11),
+    ("vrrp_notify_fifo=/run/a b\n", "vrrp_notify_fifo", 11),
+    ("", "vrrp_enable", 4),  # BASE with vrrp_enable=0 (see below)
+]
+
+
+@pytest.mark.parametrize(("extra", "key", "line"), BAD)
+def test_bad_values_name_file_line_and_key(tmp_path: Path, extra: str, key: str,
+                                           line: int) -> None:
+    text = BASE + extra
+    if key == "vrrp_enable":
+        text = BASE.replace("vrrp_enable=1", "vrrp_enable=0")
+    path = tmp_path / "fastdpi.conf"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        keepalived_conf.render_keepalived(config.load(str(path)), SCRIPTS)
+    assert (e.value.path, e.value.line, e.value.key) == (str(path), line, key), str(e.value)
+    assert str(e.value).startswith(f"{path}:{line}: {key}: ")
+
+
+@pytest.mark.parametrize("missing", ["vrrp_interface", "vrrp_mgmt_vip"])
+def test_required_keys(tmp_path: Path, missing: str) -> None:
+    text = "".join(ln + "\n" for ln in BASE.splitlines() if not ln.startswith(missing))
+    with pytest.raises(ConfigError, match=f"{missing}: missing"):
+        keepalived_conf.render_keepalived(_load(tmp_path, text), SCRIPTS)
+
+
+@pytest.mark.parametrize("scripts", ["relative/dir", "/a b", '/x"y'])
+def test_scripts_dir_is_checked(tmp_path: Path, scripts: str) -> None:
+    with pytest.raises(ConfigError, match="--scripts-dir"):
+        keepalived_conf.render_keepalived(_load(tmp_path, BASE), scripts)
+
+
+def test_cli_writes_the_file_only_when_valid(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = tmp_path / "good.conf", tmp_path / "bad.conf"
+    good.write_text(BASE)
+    bad.write_text(BASE + "vrrp_priority=0\n")
+    out = tmp_path / "keepalived.conf"
+    assert keepalived_conf.main(["--output", str(out), "--scripts-dir", SCRIPTS],
+                                str(good)) == 0
+    assert "vrrp_instance skat_plugin {" in out.read_text()
+    before = out.read_text()
+    assert keepalived_conf.main(["--output", str(out)], str(bad)) == 2
+    assert f"{bad}:11: vrrp_priority:" in capsys.readouterr().err
+    assert out.read_text() == before, "a failed run must leave the old file alone"
