@@ -36,10 +36,11 @@ _IFLA_IFNAME = 3
 _IFLA_MASTER = 10
 _IFLA_OPERSTATE = 16
 _IF_OPER_UP = 6
+_IFLA_CARRIER = 33
 
 
 def links() -> dict[str, tuple[int, bool, int | None]]:
-    """name -> (ifindex, operstate is UP, index of its master or None), for this netns."""
+    """name -> (ifindex, up (operstate UP and carrier), index of its master or None)."""
     result: dict[str, tuple[int, bool, int | None]] = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
         s.bind((0, 0))
@@ -62,7 +63,7 @@ def links() -> dict[str, tuple[int, bool, int | None]]:
 
 def _parse_link(msg: bytes, result: dict[str, tuple[int, bool, int | None]]) -> None:
     index = struct.unpack_from("=i", msg, 4)[0]
-    name, up, master = None, False, None
+    name, oper_up, carrier, master = None, False, True, None
     pos = 16
     while pos + 4 <= len(msg):
         alen, atype = struct.unpack_from("=HH", msg, pos)
@@ -75,10 +76,13 @@ def _parse_link(msg: bytes, result: dict[str, tuple[int, bool, int | None]]) -> 
         elif atype == _IFLA_MASTER:
             master = struct.unpack_from("=I", payload)[0] or None
         elif atype == _IFLA_OPERSTATE:
-            up = payload[0] == _IF_OPER_UP
+            oper_up = payload[0] == _IF_OPER_UP
+        elif atype == _IFLA_CARRIER:
+            # The carrier flag changes at once; operstate follows it up to a second later.
+            carrier = payload[0] == 1
         pos += (alen + 3) & ~3
     if name is not None:
-        result[name] = (index, up, master)
+        result[name] = (index, oper_up and carrier, master)
 
 
 def port_problems(cfg: Config) -> list[str]:
