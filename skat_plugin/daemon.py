@@ -112,6 +112,7 @@ class Daemon:
         self.since: str | None = None
         self.cfg: Config | None = None
         self.role_changes = 0
+        self.requests = 0  # served on the control socket
         # Watches.
         self.sb = splitbrain.Watch()
         self.pidwatches = [election.PidWatch(p) for p in opts.watch_pidfile]
@@ -224,6 +225,7 @@ class Daemon:
         return result
 
     def handle_request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.requests += 1
         op = msg.get("op")
         if op == "set":
             return self.apply("vrrp set", lambda: role.set_role(
@@ -294,7 +296,8 @@ class Daemon:
                 "fifo": str(self.fifo.path) if self.fifo else None,
                 "watch_pidfiles": [str(w.path) for w in self.pidwatches],
                 "announcement_rounds": self.announcer.rounds if self.announcer else 0,
-                "role_changes": self.role_changes, "updated": _now_iso()}
+                "role_changes": self.role_changes, "requests": self.requests,
+                "updated": _now_iso()}
 
     def publish(self) -> None:
         """daemon.json (read by `vrrp show` and the track script) and systemd's STATUS."""

@@ -1,0 +1,291 @@
+"""The supervising daemon's promises: orders are applied one at a time and in order, the role
+converges to keepalived's last word, a dead election means step down within 1 s, and the
+daemon tells systemd and Prometheus what it is doing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BASE_CONF, build_topo
+from daemonlab import FAST_CONF, role_of, start_daemon, topo_with_daemon
+from netlab import Lab, wait_for
+
+from skat_plugin import control
+
+
+def test_control_socket_round_trip_and_cli_goes_through_it(lab: Lab, monkeypatch) -> None:
+    topo, d = topo_with_daemon(lab)
+    monkeypatch.setenv("SKAT_RUN_DIR", str(topo.app.run_dir))
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        answer = control.request({"op": "status"})
+        times.append(time.perf_counter() - t0)
+    assert answer and answer["pid"] == d.proc.pid and answer["role"] == "master", answer
+    print(f"control socket status round trip: median {sorted(times)[10] * 1000:.2f} ms")
+
+    served = answer["requests"]
+    out = topo.app.cli("vrrp", "set", "backup", "--cause", "test").stdout
+    assert out.strip() == "role: backup"
+    assert control.request({"op": "status"})["requests"] == served + 2  # the CLI's set, ours
+    assert topo.app.show()["cause"] == "test"
+    assert control.request({"op": "set", "role": "bogus"})["error"].startswith("unknown role")
+    assert "error" in control.request({"op": "nope"})
+
+
+def test_no_daemon_means_no_delay(lab: Lab, monkeypatch) -> None:
+    run = lab.path("run")
+    run.mkdir()
+    monkeypatch.setenv("SKAT_RUN_DIR", str(run))
+    t0 = time.perf_counter()
+    assert control.request({"op": "status"}) is None  # no socket at all
+    missing = time.perf_counter() - t0
+    stale = socket.socket(socket.AF_UNIX)  # a dead daemon's socket: bound, nobody listens
+    stale.bind(str(run / "control.sock"))
+    stale.close()
+    t0 = time.perf_counter()
+    assert control.request({"op": "status"}) is None
+    refused = time.perf_counter() - t0
+    assert missing < 0.01 and refused < 0.01, (missing, refused)
+
+
+def test_fifo_flaps_converge_to_keepalived_last_state(lab: Lab) -> None:
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    t0 = time.monotonic()
+    for i in range(50):  # 50 flaps, some in one write, some apart: the last word wins
+        d.write("BACKUP", "MASTER") if i % 5 else d.write("MASTER")
+        d.write("BACKUP")
+        if i % 10 == 0:
+            time.sleep(0.02)
+    wait_for(lambda: (app.show().get("keepalived") or {}).get("state") == "BACKUP"
+             and app.show()["role"] == "backup", 10, 0.05, "role backup after 50 flaps")
+    print(f"50 flaps ending BACKUP converged in {time.monotonic() - t0:.2f} s")
+    time.sleep(0.3)  # nothing late may flip it back
+    assert app.show()["role"] == "backup"
+    assert app.show()["kernel_role"] == "backup"
+
+    for _ in range(50):
+        d.write("MASTER", "FAULT")
+    d.write("MASTER")
+    wait_for(lambda: (app.show().get("keepalived") or {}).get("state") == "MASTER"
+             and role_of(app) == "master", 10, 0.05, "role master after flaps")
+    assert app.show()["kernel_role"] == "master"
+    d.write("STOP")
+    wait_for(lambda: role_of(app) == "backup", 5, 0.02, "STOP means backup")
+
+
+def test_stale_notify_script_after_fifo_backup_is_ignored(lab: Lab) -> None:
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    d.write("MASTER", "BACKUP")
+    wait_for(lambda: (app.show().get("keepalived") or {}).get("state") == "BACKUP",
+             5, 0.02, "FIFO BACKUP applied")
+    out = app.cli("vrrp", "set", "master").stdout  # keepalived's notify_master, late
+    assert out.startswith("ignored:"), out
+    assert app.show()["role"] == "backup"
+    assert app.cli("vrrp", "set", "master", "--force").stdout.strip() == "role: master"
+    d.write("BACKUP")
+    wait_for(lambda: role_of(app) == "backup", 5, 0.02, "the next FIFO event wins again")
+
+
+def test_writer_closing_fifo_while_master_steps_down(lab: Lab) -> None:
+    """keepalived holds the FIFO open; its death (any signal) closes it: no stop event."""
+    topo, d = topo_with_daemon(lab)
+    d.write("MASTER")
+    wait_for(lambda: d.status["election_alive"] is True, 5, 0.02, "election seen alive")
+    t0 = time.monotonic()
+    d.release_fifo()
+    wait_for(lambda: role_of(topo.app) == "backup", 2, 0.01, "step down")
+    took = time.monotonic() - t0
+    print(f"step down after the FIFO's last writer went away: {took * 1000:.0f} ms")
+    assert took < 1.0
+    assert topo.app.show()["kernel_role"] == "backup"
+    wait_for(lambda: d.status["election_alive"] is False, 2, 0.02, "election_alive false")
+    assert "stepping down" in d.output()
+
+
+def test_watched_pid_dies_as_zombie_while_master_steps_down(lab: Lab) -> None:
+    """ucarp or keepalived watched by pid file; a killed, unreaped process is a zombie."""
+    topo = build_topo(lab, FAST_CONF)
+    pidfile = topo.app.dir / "ucarp.pid"
+    fake = subprocess.Popen(["sleep", "600"])  # stands in for ucarp; we do not reap it
+    try:
+        pidfile.write_text(f"{fake.pid}\n")
+        d = start_daemon(topo.app, "--no-fifo", "--watch-pidfile", str(pidfile))
+        wait_for(lambda: d.status["election_alive"] is True, 5, 0.02, "election seen")
+        assert role_of(topo.app) == "master"
+        t0 = time.monotonic()
+        os.kill(fake.pid, signal.SIGKILL)
+        wait_for(lambda: role_of(topo.app) == "backup", 2, 0.01, "step down")
+        took = time.monotonic() - t0
+        assert Path(f"/proc/{fake.pid}").exists()  # still a zombie: kill -0 would succeed
+        print(f"step down after kill -9 of the watched pid: {took * 1000:.0f} ms")
+        assert took < 1.0
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+KEEPALIVED_CONF = """global_defs {{
+{fifo_line}
+    script_user root
+    enable_script_security
+    vrrp_garp_master_delay 0
+}}
+vrrp_instance VI_1 {{
+    state BACKUP
+    interface v0
+    virtual_router_id 77
+    priority 150
+    advert_int 0.1
+    version 3
+    virtual_ipaddress {{
+        192.0.2.100/24
+    }}
+}}
+"""
+
+
+@pytest.mark.parametrize("detect", ["fifo", "pidfile"])
+def test_kill9_of_real_keepalived_while_master_steps_down_within_1s(lab: Lab,
+                                                                    detect: str) -> None:
+    """Either detection alone is enough: the FIFO losing its writer, or the watched VRRP
+    child's pid file naming a dead (zombie) process."""
+    topo = build_topo(lab, FAST_CONF)
+    app = topo.app
+    peer = lab.ns("peer")
+    lab.veth(app.ns, "v0", peer, "v1")
+    lab.run(app.ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "v0")
+    if detect == "fifo":
+        d = start_daemon(app)
+        fifo_line = f"    notify_fifo {d.fifo}"
+    else:  # keepalived without notify_fifo, as ucarp would be: only the pid file tells
+        d = start_daemon(app, "--no-fifo", "--watch-pidfile", str(app.dir / "vrrp.pid"))
+        fifo_line = ""
+    conf = app.dir / "keepalived.conf"
+    conf.write_text(KEEPALIVED_CONF.format(fifo_line=fifo_line))
+    pids = {k: app.dir / f"{k}.pid" for k in ("main", "vrrp", "check")}
+    with open(app.dir / "keepalived.log", "w") as log:
+        lab.popen(app.ns, "keepalived", "-n", "-l", "-D", "-f", str(conf),
+                  "-p", str(pids["main"]), "-r", str(pids["vrrp"]), "-c", str(pids["check"]),
+                  stdout=log)
+    if detect == "fifo":
+        wait_for(lambda: (app.show().get("keepalived") or {}).get("state") == "MASTER", 10,
+                 0.05, "keepalived MASTER through the FIFO")
+    else:
+        wait_for(lambda: "Entering MASTER" in (app.dir / "keepalived.log").read_text(), 10,
+                 0.05, "keepalived MASTER in its log")
+    assert role_of(app) == "master"
+    wait_for(lambda: d.status["election_alive"] is True, 2, 0.02, "election seen alive")
+
+    t0 = time.monotonic()
+    for name in ("main", "vrrp"):  # a crash: no STOP event, no priority 0
+        os.kill(int(pids[name].read_text()), signal.SIGKILL)
+    wait_for(lambda: role_of(app) == "backup", 2, 0.01, "step down")
+    took = time.monotonic() - t0
+    print(f"step down after kill -9 of keepalived ({detect}): {took * 1000:.0f} ms")
+    assert took < 1.0
+    assert app.show()["kernel_role"] == "backup"
+    if detect == "fifo":
+        assert app.show()["keepalived"]["state"] == "STOP"  # a late notify_master is stale
+        assert app.cli("vrrp", "set", "master").stdout.startswith("ignored:")
+
+
+def _parse_prometheus(text: str) -> dict[str, float]:
+    """Strict enough for the textfile collector: TYPE before samples, one sample a line."""
+    samples: dict[str, float] = {}
+    typed: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert kind in ("gauge", "counter"), line
+            typed.add(name)
+            continue
+        if line.startswith("# HELP ") or not line:
+            continue
+        m = re.fullmatch(r'([a-z_:][a-z0-9_:]*)(\{[a-z_]+="[^"]*"\})? (-?[0-9.e+]+)', line)
+        assert m, f"not Prometheus text: {line!r}"
+        assert m.group(1) in typed, f"sample before its TYPE: {line!r}"
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return samples
+
+
+def test_metrics_file_is_prometheus_text(lab: Lab) -> None:
+    topo, d = topo_with_daemon(lab)
+    lab.run(topo.sub, "arping", "-c", "2", "-w", "3", "-I", "s0", "100.64.0.1")
+    topo.app.cli("vrrp", "set", "backup")
+
+    def current() -> dict[str, float]:
+        return _parse_prometheus(d.metrics.read_text())
+
+    wait_for(lambda: current().get('skat_plugin_role{role="backup"}') == 1, 5, 0.05,
+             "metrics to show backup")
+    m = current()
+    assert m['skat_plugin_role{role="master"}'] == 0
+    assert m["skat_plugin_vrrp_enable"] == 1
+    assert m["skat_plugin_role_changes_total"] == 1
+    assert m["skat_plugin_arp_replies_total"] == 2  # monotonic across the switch
+    assert m["skat_plugin_split_brain"] == 0
+    assert abs(m["skat_plugin_role_since_seconds"] - time.time()) < 30
+    for name in ("nd_replies", "foreign_master_frames", "guard_drops"):
+        assert f"skat_plugin_{name}_total" in m
+    assert not list(d.metrics.parent.glob(".*.tmp"))  # written by rename, nothing left over
+
+
+def test_sd_notify_ready_status_watchdog_and_signals(lab: Lab) -> None:
+    topo = build_topo(lab, FAST_CONF)
+    path = lab.path("notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    got: list[str] = []
+
+    def drain_until(pred, timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"sd_notify messages so far: {got}"
+            with contextlib.suppress(TimeoutError):
+                got.extend(sock.recv(4096).decode().splitlines())
+
+    try:
+        d = start_daemon(topo.app, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+        drain_until(lambda: "READY=1" in got and "WATCHDOG=1" in got)
+        assert any(m.startswith("STATUS=role=master since=") and "split_brain=no" in m
+                   for m in got), got
+        topo.app.cli("vrrp", "set", "backup")
+        drain_until(lambda: any(m.startswith("STATUS=role=backup") for m in got))
+
+        topo.app.write_conf(BASE_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
+        d.proc.send_signal(signal.SIGHUP)  # reload: vrrp_enable=0 means master
+        wait_for(lambda: role_of(topo.app) == "master", 5, 0.05, "SIGHUP reload")
+        assert topo.app.show()["cause"] == "reload"
+
+        assert d.stop() == 0
+        drain_until(lambda: "STOPPING=1" in got)
+        assert not (topo.app.run_dir / "daemon.pid").exists()
+        assert not (topo.app.run_dir / "control.sock").exists()
+        assert topo.app.show()["kernel_role"] == "master"  # rules stay: ExecStopPost's job
+    finally:
+        sock.close()
+
+
+def test_second_daemon_refuses_and_cli_daemon_runs_from_config(lab: Lab) -> None:
+    fifo = lab.path("from-conf.fifo")
+    topo = build_topo(lab, FAST_CONF + f"vrrp_notify_fifo={fifo}\n")
+    d = start_daemon(topo.app, via_cli=True)
+    assert d.status["fifo"] == str(fifo) and fifo.is_fifo()
+    assert oct(fifo.stat().st_mode & 0o777) == "0o600"
+    second = topo.app.cli("daemon", check=False)
+    assert second.returncode != 0 and "already runs" in second.stderr
+    assert d.status["pid"] == d.proc.pid  # the first one's files are untouched
+    assert json.loads((topo.app.run_dir / "daemon.pid").read_text()) == d.proc.pid
