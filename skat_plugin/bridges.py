@@ -1,7 +1,9 @@
 """One kernel bridge per in_dev/out_dev pair, created or adopted, idempotent (pyroute2).
 
-A bridge of this plugin must not speak: STP off (no BPDUs), no IPv6 on the bridge or its
-ports (no RS, MLD, DAD), no addresses. Ports are brought up.
+A bridge of this plugin must not speak: STP off (no BPDUs), multicast snooping off (with it
+on, the bridge joins the all-snoopers group 224.0.0.106 and sends IGMP reports; an inline
+bridge floods multicast anyway), no IPv6 on the bridge or its ports (no RS, MLD, DAD), no
+addresses. Ports are brought up.
 """
 
 from __future__ import annotations
@@ -65,11 +67,12 @@ def _ensure_pair(ipr: IPRoute, i: int, in_port: str, out_port: str) -> str:
         name = f"{BRIDGE_PREFIX}{i}"
         br_idx = _index(ipr, name)
         if br_idx is None:
-            ipr.link("add", ifname=name, kind="bridge", br_stp_state=0)
+            ipr.link("add", ifname=name, kind="bridge", br_stp_state=0,
+                     br_mcast_snooping=0)
             br_idx = _index(ipr, name)
     name = ipr.get_links(br_idx)[0].get_attr("IFLA_IFNAME")
     _sysctl_ipv6_off(name)
-    ipr.link("set", index=br_idx, kind="bridge", br_stp_state=0)
+    ipr.link("set", index=br_idx, kind="bridge", br_stp_state=0, br_mcast_snooping=0)
     ipr.flush_addr(index=br_idx)
     for idx, port in ((in_idx, in_port), (out_idx, out_port)):
         _sysctl_ipv6_off(port)

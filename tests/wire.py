@@ -25,14 +25,21 @@ from scapy.layers.l2 import ARP, Ether  # noqa: F401
 from scapy.utils import rdpcap
 
 _SENDER = """
-import socket, sys
+import errno, socket, sys
 mark = int(sys.argv[2], 0)
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 if mark:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
 s.bind((sys.argv[1], 0))
+refused = 0
 for h in sys.argv[3:]:
-    s.send(bytes.fromhex(h))
+    try:
+        s.send(bytes.fromhex(h))
+    except OSError as e:  # ENOBUFS: a netdev egress rule dropped it
+        if e.errno != errno.ENOBUFS:
+            raise
+        refused += 1
+print(refused)
 """
 
 
@@ -82,9 +89,13 @@ class Capture:
             self.stop()
 
 
-def send_frames(lab: Lab, ns: str, dev: str, frames: list[bytes], mark: int = 0) -> None:
-    """Send raw Ethernet frames on `dev` from a packet socket inside `ns` (SO_MARK if mark)."""
-    lab.run(ns, PYTHON, "-c", _SENDER, dev, hex(mark), *(bytes(f).hex() for f in frames))
+def send_frames(lab: Lab, ns: str, dev: str, frames: list[bytes], mark: int = 0) -> int:
+    """Send raw Ethernet frames on `dev` from a packet socket inside `ns` (SO_MARK if mark).
+
+    Returns how many sends the kernel refused with ENOBUFS (dropped at the port's egress).
+    """
+    res = lab.run(ns, PYTHON, "-c", _SENDER, dev, hex(mark), *(bytes(f).hex() for f in frames))
+    return int(res.stdout.split()[-1])
 
 
 def mac_of(lab: Lab, ns: str, dev: str) -> str:
