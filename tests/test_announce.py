@@ -1,0 +1,120 @@
+"""Takeover announcements on the wire: a burst of GARP and unsolicited NA from the virtual MAC
+on entering master, a refresh while master, and not one frame in backup."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+from conftest import VGUA, VIP, VLL, VMAC
+from daemonlab import topo_with_daemon
+from netlab import PYTHON, Lab, wait_for
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.l2 import ARP, Ether
+from wire import Capture
+
+from skat_plugin import announce
+from skat_plugin.config import Config
+
+REFRESH = 0.5  # daemonlab.FAST_CONF: count 3, interval 0.05, refresh 0.5
+
+
+def garps(frames: list) -> list:
+    return [f for f in frames if ARP in f and f[ARP].psrc == VIP and f[ARP].pdst == VIP]
+
+
+def nas(frames: list) -> list:
+    return [f for f in frames if ICMPv6ND_NA in f]
+
+
+def rounds(times: list[float], gap: float = 0.03) -> list[float]:
+    """Start times of the rounds (one round = the frames sent back to back)."""
+    starts: list[float] = []
+    for t in sorted(times):
+        if not starts or t - starts[-1] > gap:
+            starts.append(t)
+    return starts
+
+
+def test_frames_are_well_formed() -> None:
+    """The builders alone, checked by scapy (no namespaces needed)."""
+    g = Ether(announce.garp(VMAC, VIP))
+    assert g.dst == "ff:ff:ff:ff:ff:ff" and g.src == VMAC and len(bytes(g)) == 60
+    assert g[ARP].op == 1 and g[ARP].hwsrc == VMAC and g[ARP].psrc == g[ARP].pdst == VIP
+    for router in (True, False):
+        raw = announce.unsolicited_na(VMAC, VGUA, router)
+        na = Ether(raw)
+        assert int(router) == na[ICMPv6ND_NA].R
+        sent = na[ICMPv6ND_NA].cksum
+        del na[ICMPv6ND_NA].cksum
+        assert Ether(bytes(na))[ICMPv6ND_NA].cksum == sent
+
+
+def test_takeover_burst_and_refresh_on_the_wire(lab: Lab) -> None:
+    topo, _ = topo_with_daemon(lab)
+    topo.app.cli("vrrp", "set", "backup")
+    with Capture(lab, topo.sub, "s0") as quiet:
+        time.sleep(REFRESH * 2.5)
+    assert [f for f in quiet.stop() if Ether in f and f[Ether].src == VMAC] == []
+
+    with Capture(lab, topo.sub, "s0") as cap:
+        t0 = time.time()
+        topo.app.cli("vrrp", "set", "master")
+        switched = time.time()
+        time.sleep(1.0 + REFRESH * 2)
+    frames = cap.stop()
+    ga, na = garps(frames), nas(frames)
+    assert ga and na, [f.summary() for f in frames]
+
+    for f in ga:
+        assert f[Ether].src == VMAC and f[Ether].dst == "ff:ff:ff:ff:ff:ff"
+        assert f[ARP].op == 1 and f[ARP].hwsrc == VMAC
+    for f in na:
+        assert f[Ether].src == VMAC and f[Ether].dst == "33:33:00:00:00:01"
+        assert f[IPv6].dst == "ff02::1" and f[IPv6].hlim == 255
+        n = f[ICMPv6ND_NA]
+        assert (n.R, n.S, n.O) == (1, 0, 1)
+        assert f[ICMPv6NDOptDstLLAddr].lladdr == VMAC
+        sent = n.cksum
+        del n.cksum
+        assert Ether(bytes(f))[ICMPv6ND_NA].cksum == sent, "ICMPv6 checksum"
+    assert {f[ICMPv6ND_NA].tgt for f in na} == {VLL, VGUA}
+    assert len(na) == 2 * len(ga)  # every round: GARP + NA for both addresses
+
+    starts = rounds([float(f.time) for f in ga], gap=0.03)
+    burst, refresh = starts[:3], starts[3:]
+    first_latency = float(ga[0].time) - t0
+    burst_gaps = [b - a for a, b in itertools.pairwise(burst)]
+    refresh_gaps = [b - a for a, b in itertools.pairwise(starts[2:])]
+    print(f"first GARP {first_latency * 1000:.0f} ms after `vrrp set master` was called "
+          f"(CLI took {(switched - t0) * 1000:.0f} ms); burst gaps "
+          f"{[round(g * 1000) for g in burst_gaps]} ms; refresh gaps "
+          f"{[round(g, 3) for g in refresh_gaps]} s")
+    assert first_latency < 0.5
+    assert all(0.03 < g < 0.2 for g in burst_gaps), burst
+    assert len(refresh) >= 2, starts
+    assert all(REFRESH * 0.8 < g < REFRESH * 1.6 for g in refresh_gaps), starts
+
+
+def test_backup_emits_nothing_even_from_a_forced_sender(lab: Lab) -> None:
+    """The announcer stops at once; a sender that outlived the role is dropped by the kernel."""
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    wait_for(lambda: d.status["announcement_rounds"] >= 1, 5, 0.02, "first round")
+    with Capture(lab, topo.sub, "s0") as cap:
+        app.cli("vrrp", "set", "backup")
+        after = time.time()
+        drops = app.show()["counters"]["guard_drops"]
+        cfg = Config.from_snapshot(json.loads((app.run_dir / "state.json").read_text())["config"])
+        # Our own Sender, forced to send a whole round in backup, from inside the appliance.
+        lab.run(app.ns, PYTHON, "-c",
+                "from skat_plugin import announce, state, config\n"
+                "cfg = config.Config.from_snapshot(state.load()['config'])\n"
+                "a = announce.Announcer(announce.Sender(cfg['vrrp_socket_mark']))\n"
+                "a.start(announce.Plan.from_config(cfg), 0)\n"
+                "a.send_round()\n", env=app.env())
+        time.sleep(REFRESH * 3)
+    late = [f for f in cap.stop() if Ether in f and f[Ether].src == VMAC and f.time > after]
+    assert late == [], [f.summary() for f in late]
+    assert app.show()["counters"]["guard_drops"] >= drops + 3 * len(cfg.in_ports)
