@@ -76,11 +76,12 @@ def test_real_ucarp_failover(lab: Lab) -> None:
     # ucarp starts as backup (down script), then the lower skew becomes master.
     wait_for(lambda: roles() == ("master", "backup"), 10, 0.1, "a master, b backup")
 
-    # A clean ucarp stop (-z: down script at exit): b takes over after 3 missed adverts.
+    # A clean ucarp stop (-z: down script at exit): a steps down, b takes over at the latest
+    # after 3 missed adverts (measured here: 0.4 s to 3.9 s, depending on when a stopped).
     t0 = time.monotonic()
     os.killpg(ua.pid, signal.SIGTERM)
     wait_for(lambda: roles() == ("backup", "master"), 10, 0.05, "b takes over")
     took = time.monotonic() - t0
     print(f"ucarp failover (advbase 1 s): {took:.2f} s")
-    assert 2.0 < took < 6.0, took
+    assert took < 6.0, took
     assert a.show()["cause"] == "ucarp-down" and b.show()["cause"] == "ucarp-up"
