@@ -82,9 +82,12 @@ class Sender:
 
     def __init__(self, mark: int) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        self.set_mark(mark)
+        self._failing: set[tuple[str, int]] = set()
+
+    def set_mark(self, mark: int) -> None:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
         self.mark = mark
-        self._failing: set[tuple[str, int]] = set()
 
     def send(self, port: str, frame: bytes) -> bool:
         try:

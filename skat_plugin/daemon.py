@@ -197,8 +197,10 @@ class Daemon:
             self.role_changes += 1
         self.role = new_role
         self.metrics_dirty = True
-        if self.announcer is None:
+        if self.announcer is None or self.sender is None:
             return
+        if self.cfg is not None and self._mark() != self.sender.mark:
+            self.sender.set_mark(self._mark())  # a reload changed vrrp_socket_mark
         if new_role == MASTER:
             # Every switch loads a new table: the kernel counter starts again at zero.
             self.sb.last_value = 0
