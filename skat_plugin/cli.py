@@ -112,7 +112,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Delegated commands own their options: argparse's REMAINDER alone would refuse one
+    # that comes first ("daemon --verbose"), so unknown options are handed on to them.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "args", None) is None:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.args = extra + args.args
     try:
         return run(args)
     except SkatError as e:
