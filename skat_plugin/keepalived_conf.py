@@ -148,7 +148,8 @@ def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
         preempt = ("\n    # vrrp_preempt=0: a returning higher priority does not take over.\n"
                    "    nopreempt\n")
     elif cfg["vrrp_preempt_delay"] > 0:
-        preempt = (f"\n    # A higher priority takes over only after this many seconds.\n"
+        preempt = (f"\n    # A higher priority takes over only this many seconds after its start\n"
+                   f"    # or after it first sees a lower-priority master.\n"
                    f"    preempt_delay {_safe(cfg['vrrp_preempt_delay'])}\n")
     else:
         preempt = "\n    # A higher priority takes over at once (preempt, keepalived's default).\n"
@@ -163,7 +164,7 @@ def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
     track = f"{_safe(scripts_dir)}/track" + (" --require-daemon" if require_daemon else "")
     values = {
         "source": re.sub(r"[^ -~]", "?", cfg.source),  # a path, shown in a comment only
-        "bras_gateway": " ".join(_safe(cfg[k]) for k in
+        "bras_gateway": ", ".join(_safe(cfg[k]) for k in
                                  ("bras_arp_ip", "bras_ipv6_address", "bras_ipv6_link_local")
                                  if cfg.get(k) is not None),
         "script_user": _safe(cfg["vrrp_script_user"]),

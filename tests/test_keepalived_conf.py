@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BASE_CONF
-from netlab import REPO, Lab
+from netlab import PYTHON, REPO, Lab
 
 from skat_plugin import config, keepalived_conf
 from skat_plugin.errors import ConfigError
@@ -179,3 +179,24 @@ def test_cli_writes_the_file_only_when_valid(tmp_path: Path,
     assert keepalived_conf.main(["--output", str(out)], str(bad)) == 2
     assert f"{bad}:11: vrrp_priority:" in capsys.readouterr().err
     assert out.read_text() == before, "a failed run must leave the old file alone"
+
+
+def test_committed_example_is_what_the_generator_writes(lab: Lab) -> None:
+    """keepalived/keepalived.conf.example = comments + the generator's output for A, and
+    keepalived accepts both appliances' files."""
+    example = (REPO / "keepalived" / "keepalived.conf.example").read_text()
+    generated = subprocess.run(
+        [PYTHON, "-m", "skat_plugin", "--config", "keepalived/example/fastdpi-a.conf", "vrrp",
+         "keepalived-config", "--scripts-dir", keepalived_conf.INSTALLED_SCRIPTS_DIR],
+        capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert example.endswith(generated), "regenerate keepalived/keepalived.conf.example"
+    assert example[: -len(generated)].splitlines()[-1] == "#"
+
+    ns = lab.ns("k")
+    lab.veth(ns, "eth4", ns, "eth4p")
+    for name in ("a", "b"):
+        path = REPO / "keepalived" / "example" / f"fastdpi-{name}.conf"
+        out = lab.path(f"example-{name}.conf")
+        out.write_text(keepalived_conf.render_keepalived(config.load(str(path)), SCRIPTS))
+        res = _keepalived_t(lab, ns, out)
+        assert res.returncode == 0 and not res.stderr, (name, res.stderr)
