@@ -118,8 +118,8 @@ def test_rapid_flaps_converge_to_keepalived_final_state(pair: Group):
 def test_partition_is_split_brain_on_both_and_clears(pair: Group):
     lab = pair.lab
     # Block VRRP (IP protocol 112) on the VRRP network's switch: a partition.
-    lab.run(pair.mgmt, "nft", "add table bridge part; add chain bridge part fwd { type filter "
-            "hook forward priority 0; policy accept; }; add rule bridge part fwd ip protocol "
+    lab.run(pair.mgmt, "nft", "add table bridge part; add chain bridge part block { type filter "
+            "hook forward priority 0; policy accept; }; add rule bridge part block ip protocol "
             "112 drop")
     wait_for(lambda: len(pair.masters()) == 2, 5, 0.05, "both to become master")
     t0 = time.monotonic()
