@@ -56,7 +56,9 @@ def _unquote(raw: str, path: str, lineno: int, key: str) -> str:
 def parse_text(text: str, path: str) -> ConfFile:
     entries: dict[str, Entry] = {}
     repeated: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (as for fastdpi and every editor's line count); str.splitlines()
+    # would also split at form feeds, U+2028 and the like and shift every later line number.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

@@ -10,6 +10,7 @@ docs/configuration.md documents every key; keep the two in step.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import Any
 
@@ -100,22 +101,23 @@ KEYS: dict[str, dict[str, Any]] = {
 }
 
 
+_INT = re.compile(r"[+-]?(0[xX][0-9A-Fa-f]+|[0-9]+)\Z")
+_LEADING_ZERO = re.compile(r"[+-]?0[0-9]+\Z")
+_FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+
+
 def _convert(kind: str, raw: str) -> Any:
     """Raw string -> JSON value; what does not convert stays a string for the schema to reject."""
     if kind == "list":
         return raw.split(":") if raw else []
     if kind == "addrs":
         return [p for p in re.split(r"[,\s]+", raw) if p]
-    if kind == "int":
-        try:
-            return int(raw, 0)
-        except ValueError:
-            return raw
-    if kind == "float":
-        try:
-            return float(raw)
-        except ValueError:
-            return raw
+    # Numbers are ASCII decimal (ints also 0x hex), finite: Python's int()/float() would also
+    # take "1_0", Unicode digits, "nan" and "inf", which no range check can refuse.
+    if kind == "int" and _INT.match(raw):
+        return int(raw, 0) if not _LEADING_ZERO.match(raw) else int(raw, 10)
+    if kind == "float" and _FLOAT.match(raw) and math.isfinite(float(raw)):
+        return float(raw)
     return raw
 
 
