@@ -19,6 +19,8 @@ import os
 import re
 import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ class Node:
     priority: int
     mgmt_ip: str
     keepalived: object | None = None  # subprocess.Popen
+    daemon: object | None = None
     log: Path | None = None
     pids: dict[str, Path] = field(default_factory=dict)
 
@@ -114,8 +117,8 @@ class Group:
 
     def start_daemon(self, node: Node) -> None:
         log = open(node.app.dir / "daemon.log", "a")  # noqa: SIM115 (lives with the process)
-        self.lab.popen(node.app.ns, PYTHON, "-m", "skat_plugin", "daemon", "--verbose",
-                       env=node.app.env(), stdout=log)
+        node.daemon = self.lab.popen(node.app.ns, PYTHON, "-m", "skat_plugin", "daemon",
+                                     "--verbose", env=node.app.env(), stdout=log)
         wait_for(lambda: (node.app.run_dir / "control.sock").exists(), 10,
                  what=f"daemon of {node.name}")
 
@@ -149,6 +152,42 @@ class Group:
         if node.keepalived is not None:
             with contextlib.suppress(Exception):
                 node.keepalived.wait(timeout=5)
+
+    def stop(self, node: Node) -> None:
+        """A clean shutdown of the whole appliance: keepalived, daemon, rules."""
+        self.kill_keepalived(node, signal.SIGTERM)
+        if node.daemon is not None:
+            node.daemon.send_signal(signal.SIGTERM)
+            node.daemon.wait(timeout=10)
+        node.app.cli("stop")
+
+    def role_timeline(self, node: Node, action, settle: float) -> list[tuple[float, str]]:
+        """Run `action` while watching node's role every 5 ms: [(seconds, role), ...] changes."""
+        path = node.app.run_dir / "state.json"
+        seen: list[tuple[float, str]] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                try:
+                    r = json.loads(path.read_text())["role"]
+                except (FileNotFoundError, ValueError, KeyError):
+                    r = "stopped"
+                if not seen or seen[-1][1] != r:
+                    seen.append((time.monotonic() - t0, r))
+                time.sleep(0.005)
+
+        t0 = time.monotonic()
+        watcher = threading.Thread(target=poll)
+        watcher.start()
+        try:
+            action()
+            time.sleep(settle)
+        finally:
+            stop.set()
+            watcher.join()
+        seen.append((time.monotonic() - t0, "end"))  # closes the last interval
+        return seen
 
     def link(self, node: Node, up: bool) -> None:
         """The appliance's subscriber port (and so its VRRP track) goes down or up."""
@@ -186,6 +225,17 @@ class _Watch:
     def result(self) -> dict:
         out, _ = self.proc.communicate(timeout=120)
         return json.loads(out.strip().splitlines()[-1])
+
+
+def master_window(timeline: list[tuple[float, str]]) -> float:
+    """Seconds the node spent as master in a role_timeline() (0 if never)."""
+    total, since = 0.0, None
+    for t, r in timeline:
+        if r == "master" and since is None:
+            since = t
+        elif r != "master" and since is not None:
+            total, since = total + t - since, None
+    return total
 
 
 def master_down_interval(advert_int: float, priority: int) -> float:

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 
-from group import Group, master_down_interval
+from group import Group, master_down_interval, master_window
 from netlab import wait_for
 
 ADVERT = 0.1  # VRRPv3 sub-second adverts keep every test short
@@ -156,3 +156,24 @@ def a_macs(g: Group, node) -> set[str]:
     out = g.lab.run(node.app.ns, "cat", "/sys/class/net/i0/address",
                     "/sys/class/net/o0/address").stdout
     return {m.strip().lower() for m in out.split()}
+
+
+def test_booting_backup_dual_master_window_and_start_as_backup(pair: Group):
+    """SKAT starts every appliance as master: a booting backup is a second master until its
+    keepalived says BACKUP. Measured here; vrrp_start_role=backup closes the window."""
+
+
+    b = pair.nodes[1]
+    pair.stop(b)
+    timeline = pair.role_timeline(b, lambda: pair.start(b), 1.0)
+    window = master_window(timeline)
+    assert 0 < window < 3.0, timeline
+    assert pair.masters() == ["a"]
+    print(f"dual-master window while b boots as master: {window * 1000:.0f} ms")
+
+    pair.stop(b)
+    b.app.write_conf(b.app.conf_path.read_text() + "vrrp_start_role=backup\n")
+    timeline = pair.role_timeline(b, lambda: pair.start(b), 1.0)
+    assert master_window(timeline) == 0, timeline
+    assert pair.masters() == ["a"]
+    answers_once(pair)
