@@ -77,7 +77,14 @@ def verify(cfg: Config, scripts_dir: str) -> None:
         raise _fail(cfg, "vrrp_mgmt_vip", "missing: keepalived needs at least one virtual "
                                           "address; set a floating management address with "
                                           "prefix, e.g. 192.0.2.10/24")
-    vip = ipaddress.ip_interface(cfg["vrrp_mgmt_vip"]).ip
+    net = ipaddress.ip_interface(cfg["vrrp_mgmt_vip"])
+    vip = net.ip
+    if vip.is_multicast or vip.is_loopback or vip.is_unspecified or vip.is_link_local or \
+            (net.network.prefixlen < 31 and vip in (net.network.network_address,
+                                                    net.network.broadcast_address)):
+        raise _fail(cfg, "vrrp_mgmt_vip", f"{cfg['vrrp_mgmt_vip']} cannot be a host's "
+                                          f"address; expected a unicast address of the VRRP "
+                                          f"network with its prefix, e.g. 192.0.2.10/24")
     own = [("vrrp_unicast_src", a) for a in [cfg.get("vrrp_unicast_src")] if a] + \
           [("vrrp_unicast_peers", a) for a in cfg.get("vrrp_unicast_peers") or []]
     for key, addr in own:

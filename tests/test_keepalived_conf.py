@@ -153,6 +153,17 @@ def test_bad_values_name_file_line_and_key(tmp_path: Path, extra: str, key: str,
     assert str(e.value).startswith(f"{path}:{line}: {key}: ")
 
 
+@pytest.mark.parametrize("vip", ["192.0.2.0/24", "192.0.2.255/24", "224.0.0.5/4",
+                                 "127.0.0.2/8", "169.254.1.1/16", "192.0.2.10",
+                                 "2001:db8::10/64", "192.0.2.10/33"])
+def test_bad_mgmt_vip(tmp_path: Path, vip: str) -> None:
+    path = tmp_path / "fastdpi.conf"
+    path.write_text(BASE.replace("192.0.2.10/24", vip))
+    with pytest.raises(ConfigError) as e:
+        keepalived_conf.render_keepalived(config.load(str(path)), SCRIPTS)
+    assert str(e.value).startswith(f"{path}:10: vrrp_mgmt_vip: "), str(e.value)
+
+
 @pytest.mark.parametrize("missing", ["vrrp_interface", "vrrp_mgmt_vip"])
 def test_required_keys(tmp_path: Path, missing: str) -> None:
     text = "".join(ln + "\n" for ln in BASE.splitlines() if not ln.startswith(missing))
