@@ -215,3 +215,22 @@ def test_backup_answers_nothing(topo: Topo) -> None:
     after = counters(topo)
     assert (after["arp_replies"], after["nd_replies"]) == (before["arp_replies"],
                                                            before["nd_replies"])
+
+
+def test_master_without_router_flag_answers_0x60(lab) -> None:
+    from conftest import BASE_CONF, build_topo
+
+    topo = build_topo(lab, BASE_CONF + "vrrp_nd_router_flag=0\n")
+    sub = topo.sub
+    add_sub_ll(topo)
+    smac = mac_of(lab, sub, "s0")
+    probes = [ns_frame(smac, SUB_GUA, VGUA), ns_frame(smac, SUB_GUA, VGUA, dst=VGUA),
+              ns_frame(smac, SUB_LL, VLL, dst=VLL, option=False)]
+    with Capture(lab, sub, "s0", "icmp6") as cap:
+        send_frames(lab, sub, "s0", probes)
+        answers = [f for f in nas(cap.stop()) if f[Ether].src == VMAC]
+    assert len(answers) == len(probes)
+    for na in answers:
+        icmp = na[ICMPv6ND_NA]
+        assert bytes(icmp)[4] == 0x60 and (icmp.R, icmp.S, icmp.O) == (0, 1, 1)
+        assert checksum_ok(na)

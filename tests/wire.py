@@ -59,9 +59,12 @@ class Capture:
             cmd.append(self.bpf)
         self.proc = self.lab.popen(self.ns, *cmd)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening on" not in line:
-            raise AssertionError(f"tcpdump on {self.dev} in {self.ns} did not start: {line}")
+        said = ""
+        while "listening on" not in said:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"tcpdump on {self.dev} in {self.ns} did not start: {said}")
+            said += line
         os.set_blocking(self.proc.stdout.fileno(), False)
         return self
 
