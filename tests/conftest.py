@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from netlab import Appliance, Lab, close_all  # noqa: E402
+from netlab import Appliance, Lab, close_all
 
 atexit.register(close_all)
 

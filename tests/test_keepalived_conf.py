@@ -1,8 +1,8 @@
 """`fdpi_cli vrrp keepalived-config`: keepalived accepts what it writes, and bad values stop it.
 
 keepalived -t checks interfaces in its namespace and that the track script exists and is
-safe (enable_script_security), so it runs in a namespace that has vrrp_interface, with the
-checkout's keepalived/ directory as scripts dir.
+safe (enable_script_security), so it runs in a namespace that has vrrp_interface and the
+bridge ports (track_interface), with the checkout's keepalived/ directory as scripts dir.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def _keepalived_t(lab: Lab, ns: str, conf: Path) -> subprocess.CompletedProcess[
 def test_keepalived_accepts_every_generated_configuration(lab: Lab, tmp_path: Path) -> None:
     ns = lab.ns("k")
     lab.veth(ns, "v0", ns, "v0p")
+    lab.veth(ns, "i0", ns, "o0")  # the bridge ports: keepalived tracks their links
     failures = []
     for name, extra in MATRIX.items():
         text = keepalived_conf.render_keepalived(_load(tmp_path, BASE + extra), SCRIPTS)
@@ -59,7 +60,12 @@ def test_keepalived_accepts_every_generated_configuration(lab: Lab, tmp_path: Pa
             failures.append(f"{name}: rc={res.returncode} {res.stderr.strip()}")
     assert not failures, "\n".join(failures)
 
-    # keepalived -t does check: the same file without the interface is refused.
+    # keepalived -t does check: the same file without a port, or without the VRRP
+    # interface, is refused.
+    lab.run(ns, "ip", "link", "del", "i0")
+    assert _keepalived_t(lab, ns, lab.path("v3-multicast-preempt.conf")).returncode != 0
+    lab.veth(ns, "i0", ns, "o0")
+    assert _keepalived_t(lab, ns, lab.path("v3-multicast-preempt.conf")).returncode == 0
     lab.run(ns, "ip", "link", "del", "v0")
     assert _keepalived_t(lab, ns, lab.path("v3-multicast-preempt.conf")).returncode != 0
 
@@ -94,6 +100,7 @@ def test_golden_unicast_v2(tmp_path: Path) -> None:
         "unicast_peer {", "192.0.2.12", "192.0.2.13", "}",
         "authentication {", "auth_type PASS", "auth_pass pa55", "}",
         "virtual_ipaddress {", "192.0.2.10/24 dev v0", "}",
+        "track_interface {", "i0", "o0", "}",
         "track_script {", "skat_track", "}",
         'notify_master "/opt/k/notify-master"',
         'notify_backup "/opt/k/notify-backup"',
@@ -205,6 +212,8 @@ def test_committed_example_is_what_the_generator_writes(lab: Lab) -> None:
 
     ns = lab.ns("k")
     lab.veth(ns, "eth4", ns, "eth4p")
+    lab.veth(ns, "eth0", ns, "eth1")  # the example's bridge ports (track_interface)
+    lab.veth(ns, "eth2", ns, "eth3")
     for name in ("a", "b"):
         path = REPO / "keepalived" / "example" / f"fastdpi-{name}.conf"
         out = lab.path(f"example-{name}.conf")
