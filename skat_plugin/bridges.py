@@ -101,23 +101,3 @@ def own_macs(cfg: Config) -> list[str]:
             if br is not None:
                 macs.append(ipr.get_links(br)[0].get_attr("IFLA_ADDRESS"))
     return sorted(set(macs))
-
-
-def bridge_health(cfg: Config) -> list[str]:
-    """Problems that make this appliance unfit to be master (empty list: healthy)."""
-    problems = []
-    with IPRoute() as ipr:
-        for in_port, out_port in cfg.pairs:
-            masters = set()
-            for port in (in_port, out_port):
-                idx = _index(ipr, port)
-                if idx is None:
-                    problems.append(f"{port} is missing")
-                    continue
-                link = ipr.get_links(idx)[0]
-                if link.get_attr("IFLA_OPERSTATE") != "UP":
-                    problems.append(f"{port} is down")
-                masters.add(link.get_attr("IFLA_MASTER"))
-            if len(masters) != 1 or None in masters:
-                problems.append(f"{in_port} and {out_port} are not bridged together")
-    return problems

@@ -1,0 +1,58 @@
+"""Are the bridge ports fit to carry traffic? Read from sysfs, the kernel's per-namespace view.
+
+The track script (every second) and the daemon's port watch ask this often, so it must be
+cheap: a few small reads under /sys/class/net, no netlink library to import (pyroute2 alone
+takes ~130 ms to import) and no protocol written by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SYS_NET = Path("/sys/class/net")
+_IFF_UP = 0x1
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:  # e.g. `carrier` of an interface that is administratively down
+        return None
+
+
+def link_up(name: str) -> bool | None:
+    """True: up with carrier; False: down; None: no such interface.
+
+    The carrier counts, not operstate: operstate follows the carrier up to a second later.
+    """
+    d = SYS_NET / name
+    flags = _read(d / "flags")
+    if flags is None:
+        return None
+    return bool(int(flags, 16) & _IFF_UP) and _read(d / "carrier") == "1"
+
+
+def bridge_of(name: str) -> str | None:
+    try:
+        return os.path.basename(os.readlink(SYS_NET / name / "master"))
+    except OSError:
+        return None
+
+
+def problems(pairs: list[tuple[str, str]]) -> list[str]:
+    """What makes the ports unfit, one phrase each (empty: all well)."""
+    found = []
+    for in_port, out_port in pairs:
+        bridges = set()
+        for port in (in_port, out_port):
+            up = link_up(port)
+            if up is None:
+                found.append(f"{port} is missing")
+                continue
+            if not up:
+                found.append(f"{port} is down")
+            bridges.add(bridge_of(port))
+        if len(bridges) != 1 or None in bridges:
+            found.append(f"{in_port} and {out_port} are not bridged together")
+    return found
