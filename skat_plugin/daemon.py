@@ -4,7 +4,7 @@ One thread, one poll loop, so everything that changes the role is applied one at
 the order it arrived: keepalived's notify FIFO, the control socket (`fdpi_cli vrrp set`,
 `reload`), SIGHUP, and the election watch. Around that the loop keeps the timers: the
 state poll (another process may switch roles directly), announcements, the split-brain
-counter, daemon.json, the metrics file and the systemd watchdog.
+counter, the port watch, daemon.json, the metrics file and the systemd watchdog.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import announce, control, election, keepalived_fifo, metrics, report, role, splitbrain
+from . import announce, control, election, keepalived_fifo, metrics, ports, report, role, splitbrain
 from . import state as statefile
 from .config import Config
 from .errors import SkatError
@@ -30,6 +30,7 @@ from .render import BACKUP, MASTER
 
 STATE_POLL = 0.1     # role changes made by other processes: stat state.json this often
 ELECTION_POLL = 0.1  # watched pid files
+PORT_POLL = 0.5      # bridge ports (keepalived's track_interface does the failover itself)
 FIFO_CONFIRM = 0.15  # after POLLHUP: time for a writer that reopens (reload) to show up
 DEFAULT_FIFO = "/run/skat-plugin/keepalived.fifo"
 
@@ -115,6 +116,7 @@ class Daemon:
         self.requests = 0  # served on the control socket
         # Watches.
         self.sb = splitbrain.Watch()
+        self.port_problems: list[str] = []
         self.pidwatches = [election.PidWatch(p) for p in opts.watch_pidfile]
         self.fifo: keepalived_fifo.Fifo | None = None
         self.fifo_alive: bool | None = None
@@ -295,6 +297,7 @@ class Daemon:
         return {"pid": os.getpid(), "role": self.role, "since": self.since,
                 "split_brain": self.sb.active, "split_brain_since": self.sb.since,
                 "election_alive": self.election_alive(),
+                "port_problems": self.port_problems,
                 "fifo": str(self.fifo.path) if self.fifo else None,
                 "watch_pidfiles": [str(w.path) for w in self.pidwatches],
                 "announcement_rounds": self.announcer.rounds if self.announcer else 0,
@@ -308,7 +311,8 @@ class Daemon:
         alive = {True: "alive", False: "GONE", None: "not seen"}[st["election_alive"]]
         self.notifier.status(f"role={self.role} since={self.since or '-'} "
                              f"split_brain={'YES' if self.sb.active else 'no'} "
-                             f"election={alive}")
+                             f"election={alive} "
+                             f"ports={'; '.join(self.port_problems) or 'ok'}")
 
     def write_metrics(self) -> None:
         if not self.opts.metrics_file:
@@ -339,6 +343,28 @@ class Daemon:
             if self.role == MASTER and self.announcer and self.cfg:
                 self.announcer.start(announce.Plan.from_config(self.cfg), now)
 
+    def check_ports(self) -> None:
+        """Report each change of the ports' fitness once (the journal, STATUS, metrics).
+
+        Failover on a port failure is keepalived's job (track_interface and the track
+        script); this makes the cause visible to the operator.
+        """
+        if self.cfg is None:
+            return
+        found = ports.problems(self.cfg.pairs)
+        if found == self.port_problems:
+            return
+        fixed = [p for p in self.port_problems if p not in found]
+        new = [p for p in found if p not in self.port_problems]
+        self.port_problems = found
+        self.metrics_dirty = True
+        for problem in new:
+            report.error(f"port problem: {problem}", role=self.role, cause="port-down",
+                         port=problem.split()[0])
+        for problem in fixed:
+            report.event(f"port recovered: {problem} no longer", role=self.role,
+                         cause="port-up", port=problem.split()[0])
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -362,7 +388,7 @@ class Daemon:
                      role=self.role, cause="daemon-start")
 
         now = time.monotonic()
-        timers = {"state": now, "election": now, "sb": now, "metrics": now,
+        timers = {"state": now, "election": now, "sb": now, "ports": now, "metrics": now,
                   "watchdog": now}
         while not self.stopping:
             deadlines = [*timers.values(), self.announcer.next_due(), self.fifo_confirm_at]
@@ -411,6 +437,9 @@ class Daemon:
                 and now >= self.announcer.next_due():
             self.refresh_state()  # never announce a role another process just left
             self.announcer.run(now)
+        if now >= timers["ports"]:
+            timers["ports"] = now + PORT_POLL
+            self.check_ports()
         if now >= timers["sb"]:
             timers["sb"] = now + splitbrain.POLL
             self.check_split_brain(now)
@@ -441,8 +470,6 @@ def _write_json_text(path: Any, text: str) -> None:
 
 
 def main(argv: list[str] | None = None, config_path: str | None = None) -> int:
-    if argv and argv[0] == "--":  # `fdpi_cli daemon -- --opt`: argparse REMAINDER's quirk
-        argv = argv[1:]
     opts = build_parser().parse_args(argv)
     if opts.verbose:
         os.environ["SKAT_LOG_STDERR"] = "1"

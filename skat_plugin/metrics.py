@@ -67,6 +67,8 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
         metric(f"{name}_total", "counter", COUNTER_HELP[name], [("", counters.get(name, 0))])
     metric("split_brain", "gauge", "1 while another master sends from the virtual MAC.",
            [("", 1 if daemon.get("split_brain") else 0)])
+    metric("port_problems", "gauge", "Bridge ports missing, down or not bridged right now.",
+           [("", len(daemon.get("port_problems") or []))])
     alive = daemon.get("election_alive")
     metric("election_alive", "gauge",
            "1 while keepalived/ucarp is seen alive, 0 once it died, -1 before it was seen.",

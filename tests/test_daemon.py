@@ -242,6 +242,20 @@ def test_metrics_file_is_prometheus_text(lab: Lab) -> None:
     assert not list(d.metrics.parent.glob(".*.tmp"))  # written by rename, nothing left over
 
 
+def test_port_watch_reports_a_port_going_down_and_coming_back(lab: Lab) -> None:
+    topo, d = topo_with_daemon(lab)
+    assert d.status["port_problems"] == []
+    lab.run(topo.app.ns, "ip", "link", "set", "o0", "down")
+    wait_for(lambda: d.status["port_problems"] == ["o0 is down"], 3, 0.05,
+             "the daemon to see o0 down")
+    wait_for(lambda: _parse_prometheus(d.metrics.read_text()).get(
+        "skat_plugin_port_problems") == 1, 5, 0.05, "metrics to count the port problem")
+    assert "port problem: o0 is down" in d.output()
+    lab.run(topo.app.ns, "ip", "link", "set", "o0", "up")
+    wait_for(lambda: d.status["port_problems"] == [], 3, 0.05, "the daemon to see o0 up")
+    assert "port recovered: o0 is down no longer" in d.output()
+
+
 def test_sd_notify_ready_status_watchdog_and_signals(lab: Lab) -> None:
     topo = build_topo(lab, FAST_CONF)
     path = lab.path("notify.sock")
