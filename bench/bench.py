@@ -8,6 +8,8 @@
    bare bridge with no plugin rules.
 3. One role switch: `fdpi_cli vrrp set` (a process, as keepalived calls it) vs. the same rule
    set loaded in-process (library call), vs. `nft -f` of the identical script.
+4. Memory: the supervising daemon's resident set (master, announcing, watching) vs. a bare
+   python3 interpreter.
 """
 
 from __future__ import annotations
@@ -118,6 +120,29 @@ print(render.render(Config.from_snapshot(st["config"]), "backup", st["own_macs"]
              float(inproc), raw)]
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def memory(lab: Lab, topo) -> list[tuple[str, float, float]]:
+    env = topo.app.env()
+    daemon = lab.popen(topo.app.ns, PYTHON, "-m", "skat_plugin", "daemon", "--metrics-file",
+                       "", env=env)
+    bare = lab.popen(topo.app.ns, PYTHON, "-c", "import time; time.sleep(60)")
+    deadline = time.monotonic() + 10
+    while not (topo.app.run_dir / "daemon.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2)  # a few split-brain polls, a refresh round, metrics
+    # `ip netns exec` execs the command: the Popen pid is the process itself.
+    row = ("resident memory MiB: daemon / bare python3", round(rss_kib(daemon.pid) / 1024, 1),
+           round(rss_kib(bare.pid) / 1024, 1))
+    for proc in (daemon, bare):
+        proc.terminate()
+        proc.wait(10)
+    return [row]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer samples (CI smoke run)")
@@ -129,6 +154,7 @@ def main() -> int:
         rows += responder(lab, topo, count)
         rows += throughput(lab, topo, seconds, rounds)
         rows += switching(lab, topo, n)
+        rows += memory(lab, topo)
     print("| measurement (A / B) | A | B | A/B |")
     print("|---|---:|---:|---:|")
     for what, x, y in rows:

@@ -29,7 +29,7 @@ from .errors import SkatError
 from .render import BACKUP, MASTER
 
 STATE_POLL = 0.1     # role changes made by other processes: stat state.json this often
-ELECTION_POLL = 0.1  # watched pid files
+ELECTION_POLL = 0.02  # watched pid files: one /proc read; must beat a 10 ms advert's timer
 PORT_POLL = 0.5      # bridge ports (keepalived's track_interface does the failover itself)
 FIFO_CONFIRM = 0.15  # after POLLHUP: time for a writer that reopens (reload) to show up
 DEFAULT_FIFO = "/run/skat-plugin/keepalived.fifo"
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not read a notify FIFO (ucarp, or keepalived without notify_fifo)")
     p.add_argument("--watch-pidfile", metavar="PATH", action="append", default=[],
                    help="pid file of the election process (keepalived's VRRP child -r file, "
-                        "ucarp's); its death while master means step down. Repeatable")
+                        "ucarp's); its death while master means step down. Repeatable "
+                        "(default: vrrp_election_pidfile of the loaded configuration)")
     p.add_argument("--metrics-file", metavar="PATH", default=metrics.DEFAULT_PATH,
                    help="Prometheus textfile (default: %(default)s; '' = off; skipped when "
                         "its directory does not exist)")
@@ -117,7 +118,7 @@ class Daemon:
         # Watches.
         self.sb = splitbrain.Watch()
         self.port_problems: list[str] = []
-        self.pidwatches = [election.PidWatch(p) for p in opts.watch_pidfile]
+        self.pidwatches: list[election.PidWatch] = []
         self.fifo: keepalived_fifo.Fifo | None = None
         self.fifo_alive: bool | None = None
         self.fifo_confirm_at: float | None = None
@@ -138,8 +139,11 @@ class Daemon:
         self.owns_run_dir = True
         self.refresh_state()
         self.server = control.Server()
+        pidfiles = self.opts.watch_pidfile or [self._configured("vrrp_election_pidfile", "")]
+        self.pidwatches = [election.PidWatch(p) for p in pidfiles if p]
         if not self.opts.no_fifo:
-            self.fifo = keepalived_fifo.Fifo(self._fifo_path())
+            self.fifo = keepalived_fifo.Fifo(self.opts.fifo or self._configured(
+                "vrrp_notify_fifo", DEFAULT_FIFO))
             if self.fifo.holders():
                 self.fifo_alive = True  # keepalived already runs (we were restarted)
         self.sender = announce.Sender(self._mark())
@@ -161,15 +165,17 @@ class Daemon:
             with contextlib.suppress(OSError):
                 (self.run_dir / name).unlink()
 
-    def _fifo_path(self) -> str:
-        if self.opts.fifo:
-            return self.opts.fifo
+    def _configured(self, key: str, default: str) -> str:
+        """A key of the loaded configuration (state.json's snapshot), else of fastdpi.conf.
+
+        Read at start only: a changed value needs a daemon restart.
+        """
         if self.cfg is not None:
-            return self.cfg.get("vrrp_notify_fifo") or DEFAULT_FIFO
+            return self.cfg.get(key, default)
         with contextlib.suppress(SkatError, OSError):
             from . import config
-            return config.load(self.config_path).get("vrrp_notify_fifo") or DEFAULT_FIFO
-        return DEFAULT_FIFO
+            return config.load(self.config_path).get(key, default)
+        return default
 
     def _mark(self) -> int:
         if self.cfg is not None:
