@@ -273,6 +273,28 @@ class Daemon:
             self.fifo.open()
             self.fifo_confirm_at = now + FIFO_CONFIRM
 
+    def confirm_fifo_writer(self) -> None:
+        """The FIFO's last writer closed it: keepalived died, or reloaded (it reopens)."""
+        watched = [w for w in self.pidwatches if w.alive is not None]
+        if watched:
+            # The pid file knows: a reload keeps keepalived's pids, a crash is the pid
+            # watch's own step-down (it polls faster than this confirmation).
+            self.fifo_alive = True if all(w.alive for w in watched) else None
+            return
+        assert self.fifo is not None
+        holders = self.fifo.holders()
+        if holders:
+            self.fifo_alive = True  # a writer reopened it: a reload, not a crash
+        elif holders is None:
+            self.fifo_alive = None
+            report.warning("keepalived's notify FIFO was closed and this daemon may not look "
+                           "at other processes' files: cannot tell a reload from a crash; "
+                           "set vrrp_election_pidfile so that a crash is seen",
+                           cause="election-unknown")
+        else:
+            self.fifo_alive = False
+            self.election_lost("keepalived's notify FIFO has no writer left")
+
     def election_lost(self, why: str) -> None:
         """keepalived/ucarp is gone with no stop event: the peer takes over; be silent."""
         self.metrics_dirty = True
@@ -426,11 +448,7 @@ class Daemon:
     def _timers(self, timers: dict[str, float], now: float) -> None:
         if self.fifo_confirm_at is not None and now >= self.fifo_confirm_at:
             self.fifo_confirm_at = None
-            if self.fifo and self.fifo.holders():
-                self.fifo_alive = True  # a writer reopened it: a reload, not a crash
-            else:
-                self.fifo_alive = False
-                self.election_lost("keepalived's notify FIFO has no writer left")
+            self.confirm_fifo_writer()
         if now >= timers["election"]:
             timers["election"] = now + ELECTION_POLL
             for w in self.pidwatches:

@@ -7,14 +7,15 @@ keepalived opens the FIFO O_RDWR once and writes one line per event:
 
 Liveness: when the last process holding the FIFO for writing goes away (keepalived killed,
 even with -9: a zombie has already closed its files), poll() reports POLLHUP and read()
-returns EOF. A clean stop writes STOP/BACKUP first. POLLHUP alone is not proof (a writer may
-close and reopen, e.g. a test or a reload), so `holders()` then looks for any other process
-that still has the FIFO open; none means the election is gone.
+returns EOF. A clean stop writes STOP/BACKUP first. POLLHUP alone is not proof: keepalived
+closes and reopens the FIFO on every reload (SIGHUP). The daemon therefore asks the watched
+pid file first (a reload keeps keepalived's pids); only without one does `holders()` look for
+another process that has the FIFO open. Reading other processes' fds needs ptrace rights,
+which the hardened unit does not have: then holders() cannot tell (None), never "nobody".
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import stat
@@ -91,29 +92,43 @@ class Fifo:
         events = [e for e in (parse(raw.decode(errors="replace")) for raw in lines) if e]
         return events, eof
 
-    def holders(self) -> list[int]:
-        """Pids of other processes that have this FIFO open (keepalived holds it O_RDWR)."""
+    def holders(self) -> list[int] | None:
+        """Pids of other processes that have this FIFO open (keepalived holds it O_RDWR).
+
+        None: some process's fds could not be read (no ptrace rights), so nobody can say.
+        """
         me = os.getpid()
         found = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) == me:
                 continue
-            if self._holds(entry.name):
-                found.append(int(entry.name))
+            try:
+                if self._holds(entry.name):
+                    found.append(int(entry.name))
+            except PermissionError:
+                return found or None  # one holder is proof enough; none is no proof
         return found
 
     def _holds(self, pid: str) -> bool:
+        # Without ptrace rights over `pid` the fd directory may still list (root owns it)
+        # while each readlink fails with EACCES: PermissionError goes up from either.
         try:
             fds = list(os.scandir(f"/proc/{pid}/fd"))
+        except PermissionError:
+            raise
         except OSError:
-            return False  # gone, or a kernel thread
+            return False  # gone
         for fd in fds:
-            with contextlib.suppress(OSError):  # fds come and go while we look
+            try:
                 # readlink is cheap and rules out almost everything; stat confirms.
                 if os.readlink(fd.path).endswith(self.path.name):
                     st = os.stat(fd.path)
                     if (st.st_dev, st.st_ino) == self.ident:
                         return True
+            except PermissionError:
+                raise
+            except OSError:
+                continue  # fds come and go while we look
         return False
 
     def close(self) -> None:

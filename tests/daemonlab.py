@@ -15,6 +15,7 @@ from netlab import PYTHON, Appliance, Lab, wait_for
 FAST_CONF = BASE_CONF + """vrrp_garp_count=3
 vrrp_garp_interval=0.05
 vrrp_garp_refresh=0.5
+vrrp_election_pidfile=
 """
 
 

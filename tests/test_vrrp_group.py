@@ -68,6 +68,28 @@ def test_link_down_fails_over_and_failback_preempts(pair: Group):
     answers_once(pair)
 
 
+@pytest.mark.parametrize("pidfile", [True, False], ids=["pidfile", "fifo-only"])
+def test_keepalived_reload_keeps_the_master_with_the_units_capabilities(lab, pidfile):
+    """`systemctl reload keepalived` reopens the notify FIFO; under the unit's capabilities
+    the daemon cannot read keepalived's fds. A reload must never silence the master."""
+    g = Group(lab, 2, advert_int=ADVERT, unit_caps=True, watch_pidfile=pidfile)
+    for n in g.nodes:
+        g.start(n)
+    assert g.wait_one_master(20) == "a"
+    a = g.nodes[0]
+    for _ in range(3):
+        os.kill(int(a.pids["main"].read_text().split()[0]), signal.SIGHUP)
+        time.sleep(0.5)
+    time.sleep(1)
+    assert a.keepalived_state() == "MASTER"
+    assert g.masters() == ["a"], g.roles()
+    answers_once(g)
+    log = (a.app.dir / "daemon.log").read_text()
+    assert "stepping down" not in log
+    if not pidfile:
+        assert "cannot tell a reload from a crash" in log
+
+
 def test_nopreempt_keeps_the_new_master(lab):
     g = Group(lab, 2, advert_int=ADVERT, preempt=False)
     for n in g.nodes:
