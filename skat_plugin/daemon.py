@@ -31,7 +31,6 @@ from .render import BACKUP, MASTER
 STATE_POLL = 0.1     # role changes made by other processes: stat state.json this often
 ELECTION_POLL = 0.02  # watched pid files: one /proc read; must beat a 10 ms advert's timer
 PORT_POLL = 0.5      # bridge ports (keepalived's track_interface does the failover itself)
-FIFO_CONFIRM = 0.15  # after POLLHUP: time for a writer that reopens (reload) to show up
 DEFAULT_FIFO = "/run/skat-plugin/keepalived.fifo"
 
 
@@ -120,8 +119,7 @@ class Daemon:
         self.port_problems: list[str] = []
         self.pidwatches: list[election.PidWatch] = []
         self.fifo: keepalived_fifo.Fifo | None = None
-        self.fifo_alive: bool | None = None
-        self.fifo_confirm_at: float | None = None
+        self.warned_unwatched = False  # keepalived speaks but no pid file shows it
         self.sender: announce.Sender | None = None
         self.announcer: announce.Announcer | None = None
         self.server: control.Server | None = None
@@ -139,13 +137,11 @@ class Daemon:
         self.owns_run_dir = True
         self.refresh_state()
         self.server = control.Server()
-        pidfiles = self.opts.watch_pidfile or [self._configured("vrrp_election_pidfile", "")]
-        self.pidwatches = [election.PidWatch(p) for p in pidfiles if p]
+        pidfiles = self.opts.watch_pidfile or self._configured("vrrp_election_pidfile", [])
+        self.pidwatches = [election.PidWatch(p) for p in pidfiles]
         if not self.opts.no_fifo:
             self.fifo = keepalived_fifo.Fifo(self.opts.fifo or self._configured(
                 "vrrp_notify_fifo", DEFAULT_FIFO))
-            if self.fifo.holders():
-                self.fifo_alive = True  # keepalived already runs (we were restarted)
         self.sender = announce.Sender(self._mark())
         self.announcer = announce.Announcer(self.sender)
         self.refresh_state(force=True)
@@ -262,38 +258,31 @@ class Daemon:
             report.event(f"keepalived FIFO: {len(events) - len(latest)} superseded "
                          f"event(s) skipped", cause="keepalived")
         for ev in latest.values():
-            self.fifo_alive = True
             new_role = role.KEEPALIVED_ROLE.get(ev.state)
             if new_role is None:
                 continue
             self.apply(f"keepalived {ev.name} {ev.state}", lambda r=new_role, s=ev.state:
                        role.set_role(r, "keepalived", keepalived_state=s))
+        if latest:
+            self.warn_if_unwatched()
         if eof:
-            # The last writer is gone. Reopen (so poll stops reporting HUP) and confirm.
+            # keepalived closed the FIFO: it exited, or it reloads (it closes and reopens
+            # the FIFO on SIGHUP). That alone proves nothing; a crash is the pid watch's to
+            # see. Reopen, so that poll() stops reporting the hang-up.
+            report.event("keepalived closed its notify FIFO (a reload or an exit)",
+                         cause="keepalived")
             self.fifo.open()
-            self.fifo_confirm_at = now + FIFO_CONFIRM
 
-    def confirm_fifo_writer(self) -> None:
-        """The FIFO's last writer closed it: keepalived died, or reloaded (it reopens)."""
-        watched = [w for w in self.pidwatches if w.alive is not None]
-        if watched:
-            # The pid file knows: a reload keeps keepalived's pids, a crash is the pid
-            # watch's own step-down (it polls faster than this confirmation).
-            self.fifo_alive = True if all(w.alive for w in watched) else None
+    def warn_if_unwatched(self) -> None:
+        """keepalived speaks, yet no watched pid file shows a live process: say so once."""
+        if self.warned_unwatched or any(w.alive for w in self.pidwatches):
             return
-        assert self.fifo is not None
-        holders = self.fifo.holders()
-        if holders:
-            self.fifo_alive = True  # a writer reopened it: a reload, not a crash
-        elif holders is None:
-            self.fifo_alive = None
-            report.warning("keepalived's notify FIFO was closed and this daemon may not look "
-                           "at other processes' files: cannot tell a reload from a crash; "
-                           "set vrrp_election_pidfile so that a crash is seen",
-                           cause="election-unknown")
-        else:
-            self.fifo_alive = False
-            self.election_lost("keepalived's notify FIFO has no writer left")
+        self.warned_unwatched = True
+        files = ", ".join(str(w.path) for w in self.pidwatches) or "none"
+        report.warning(f"keepalived writes the notify FIFO but no watched pid file ({files}) "
+                       f"names a live process: a crash of keepalived would not be seen; set "
+                       f"vrrp_election_pidfile to its VRRP child's pid file",
+                       cause="election-unwatched")
 
     def election_lost(self, why: str) -> None:
         """keepalived/ucarp is gone with no stop event: the peer takes over; be silent."""
@@ -315,8 +304,7 @@ class Daemon:
 
     # -- status ------------------------------------------------------------------------------
     def election_alive(self) -> bool | None:
-        known = [a for a in (self.fifo_alive, *(w.alive for w in self.pidwatches))
-                 if a is not None]
+        known = [w.alive for w in self.pidwatches if w.alive is not None]
         if not known:
             return None
         return all(known)
@@ -419,7 +407,7 @@ class Daemon:
         timers = {"state": now, "election": now, "sb": now, "ports": now, "metrics": now,
                   "watchdog": now}
         while not self.stopping:
-            deadlines = [*timers.values(), self.announcer.next_due(), self.fifo_confirm_at]
+            deadlines = [*timers.values(), self.announcer.next_due()]
             timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
             ready = dict(poller.poll(timeout * 1000))
             now = time.monotonic()
@@ -446,9 +434,6 @@ class Daemon:
         return 0
 
     def _timers(self, timers: dict[str, float], now: float) -> None:
-        if self.fifo_confirm_at is not None and now >= self.fifo_confirm_at:
-            self.fifo_confirm_at = None
-            self.confirm_fifo_writer()
         if now >= timers["election"]:
             timers["election"] = now + ELECTION_POLL
             for w in self.pidwatches:

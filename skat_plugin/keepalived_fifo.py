@@ -5,13 +5,9 @@ keepalived opens the FIFO O_RDWR once and writes one line per event:
     INSTANCE "VI_1" MASTER 100
     GROUP "G1" BACKUP              (sync groups: their instances report too; ignored)
 
-Liveness: when the last process holding the FIFO for writing goes away (keepalived killed,
-even with -9: a zombie has already closed its files), poll() reports POLLHUP and read()
-returns EOF. A clean stop writes STOP/BACKUP first. POLLHUP alone is not proof: keepalived
-closes and reopens the FIFO on every reload (SIGHUP). The daemon therefore asks the watched
-pid file first (a reload keeps keepalived's pids); only without one does `holders()` look for
-another process that has the FIFO open. Reading other processes' fds needs ptrace rights,
-which the hardened unit does not have: then holders() cannot tell (None), never "nobody".
+The FIFO says nothing reliable about keepalived's life: it closes and reopens the FIFO on
+every reload (SIGHUP), just as it closes it when it dies. A crash is seen by the watched pid
+file (election.py) instead.
 """
 
 from __future__ import annotations
@@ -70,8 +66,6 @@ class Fifo:
         if self.fd >= 0:
             os.close(self.fd)
         self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        st = os.fstat(self.fd)
-        self.ident = (st.st_dev, st.st_ino)
 
     def fileno(self) -> int:
         return self.fd
@@ -91,45 +85,6 @@ class Fifo:
         *lines, self._buf = self._buf.split(b"\n")
         events = [e for e in (parse(raw.decode(errors="replace")) for raw in lines) if e]
         return events, eof
-
-    def holders(self) -> list[int] | None:
-        """Pids of other processes that have this FIFO open (keepalived holds it O_RDWR).
-
-        None: some process's fds could not be read (no ptrace rights), so nobody can say.
-        """
-        me = os.getpid()
-        found = []
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit() or int(entry.name) == me:
-                continue
-            try:
-                if self._holds(entry.name):
-                    found.append(int(entry.name))
-            except PermissionError:
-                return found or None  # one holder is proof enough; none is no proof
-        return found
-
-    def _holds(self, pid: str) -> bool:
-        # Without ptrace rights over `pid` the fd directory may still list (root owns it)
-        # while each readlink fails with EACCES: PermissionError goes up from either.
-        try:
-            fds = list(os.scandir(f"/proc/{pid}/fd"))
-        except PermissionError:
-            raise
-        except OSError:
-            return False  # gone
-        for fd in fds:
-            try:
-                # readlink is cheap and rules out almost everything; stat confirms.
-                if os.readlink(fd.path).endswith(self.path.name):
-                    st = os.stat(fd.path)
-                    if (st.st_dev, st.st_ino) == self.ident:
-                        return True
-            except PermissionError:
-                raise
-            except OSError:
-                continue  # fds come and go while we look
-        return False
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -95,11 +95,12 @@ KEYS: dict[str, dict[str, Any]] = {
                          "expect": "an existing system user that runs the notify scripts"},
     "vrrp_mgmt_vip": {"kind": "str", "schema": {"type": "string"},
                       "expect": "the floating management address with prefix, e.g. 192.0.2.10/24"},
-    "vrrp_election_pidfile": {"kind": "str", "default": "/run/keepalived/vrrp.pid",
-                              "schema": {"type": "string",
-                                         "pattern": r"^(/[A-Za-z0-9_./\-]{1,200})?$"},
-                              "expect": "the pid file of keepalived's VRRP child (or ucarp's), "
-                                        "absolute; empty = do not watch"},
+    "vrrp_election_pidfile": {"kind": "list",
+                              "default": ["/run/keepalived/vrrp.pid", "/run/vrrp.pid"],
+                              "schema": {"type": "array", "maxItems": 8, "items": {
+                                  "type": "string", "pattern": r"^/[A-Za-z0-9_./\-]{1,200}$"}},
+                              "expect": "absolute pid file path(s) of keepalived's VRRP child "
+                                        "(or ucarp), ':' between them; empty = do not watch"},
     "vrrp_notify_fifo": {"kind": "str", "default": "/run/skat-plugin/keepalived.fifo",
                          "schema": {"type": "string", "pattern": r"^/[A-Za-z0-9_./\-]{1,200}$"},
                          "expect": "an absolute path for keepalived's notify FIFO"},

@@ -98,20 +98,20 @@ def test_stale_notify_script_after_fifo_backup_is_ignored(lab: Lab) -> None:
     wait_for(lambda: role_of(app) == "backup", 5, 0.02, "the next FIFO event wins again")
 
 
-def test_writer_closing_fifo_while_master_steps_down(lab: Lab) -> None:
-    """keepalived holds the FIFO open; its death (any signal) closes it: no stop event."""
+def test_fifo_closed_and_reopened_is_a_reload_not_a_step_down(lab: Lab) -> None:
+    """keepalived closes and reopens its notify FIFO on every reload (SIGHUP): that alone
+    must never silence a master. Events written after the reopen still arrive."""
     topo, d = topo_with_daemon(lab)
     d.write("MASTER")
-    wait_for(lambda: d.status["election_alive"] is True, 5, 0.02, "election seen alive")
-    t0 = time.monotonic()
+    wait_for(lambda: "keepalived" in (topo.app.show() or {}), 5, 0.02, "MASTER applied")
     d.release_fifo()
-    wait_for(lambda: role_of(topo.app) == "backup", 2, 0.01, "step down")
-    took = time.monotonic() - t0
-    print(f"step down after the FIFO's last writer went away: {took * 1000:.0f} ms")
-    assert took < 1.0
-    assert topo.app.show()["kernel_role"] == "backup"
-    wait_for(lambda: d.status["election_alive"] is False, 2, 0.02, "election_alive false")
-    assert "stepping down" in d.output()
+    wait_for(lambda: "closed its notify FIFO" in d.output(), 2, 0.02, "the close noticed")
+    time.sleep(0.5)
+    assert role_of(topo.app) == "master"
+    assert "stepping down" not in d.output()
+    d.write("BACKUP")  # the reloaded keepalived speaks again
+    wait_for(lambda: role_of(topo.app) == "backup", 5, 0.02, "events after the reopen")
+    assert "no watched pid file" in d.output()  # keepalived speaks, nothing watches it
 
 
 def test_watched_pid_dies_as_zombie_while_master_steps_down(lab: Lab) -> None:
@@ -159,15 +159,15 @@ vrrp_instance VI_1 {{
 @pytest.mark.parametrize("detect", ["fifo", "pidfile"])
 def test_kill9_of_real_keepalived_while_master_steps_down_within_1s(lab: Lab,
                                                                     detect: str) -> None:
-    """Either detection alone is enough: the FIFO losing its writer, or the watched VRRP
-    child's pid file naming a dead (zombie) process."""
+    """The watched VRRP child's pid file names a dead (zombie) process: step down. "fifo":
+    keepalived also writes the notify FIFO (production); "pidfile": no FIFO (as ucarp)."""
     topo = build_topo(lab, FAST_CONF)
     app = topo.app
     peer = lab.ns("peer")
     lab.veth(app.ns, "v0", peer, "v1")
     lab.run(app.ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "v0")
     if detect == "fifo":
-        d = start_daemon(app)
+        d = start_daemon(app, "--watch-pidfile", str(app.dir / "vrrp.pid"))
         fifo_line = f"    notify_fifo {d.fifo}"
     else:  # keepalived without notify_fifo, as ucarp would be: only the pid file tells
         d = start_daemon(app, "--no-fifo", "--watch-pidfile", str(app.dir / "vrrp.pid"))

@@ -86,8 +86,9 @@ def test_keepalived_reload_keeps_the_master_with_the_units_capabilities(lab, pid
     answers_once(g)
     log = (a.app.dir / "daemon.log").read_text()
     assert "stepping down" not in log
+    assert "closed its notify FIFO" in log
     if not pidfile:
-        assert "cannot tell a reload from a crash" in log
+        assert "no watched pid file" in log
 
 
 def test_nopreempt_keeps_the_new_master(lab):
