@@ -120,6 +120,7 @@ class Daemon:
         self.pidwatches: list[election.PidWatch] = []
         self.fifo: keepalived_fifo.Fifo | None = None
         self.warned_unwatched = False  # keepalived speaks but no pid file shows it
+        self.foreign_instances: set[str] = set()  # other vrrp_instances seen on the FIFO
         self.sender: announce.Sender | None = None
         self.announcer: announce.Announcer | None = None
         self.server: control.Server | None = None
@@ -251,7 +252,17 @@ class Daemon:
         # are already history, and applying an obsolete MASTER would announce a gateway
         # this appliance no longer is.
         latest: dict[str, keepalived_fifo.Event] = {}
+        ours = self._configured("vrrp_instance", "skat_plugin")
         for ev in events:
+            if ev.name != ours:
+                # Another instance of the same keepalived (e.g. a management address)
+                # must not move the data plane.
+                if ev.name not in self.foreign_instances:
+                    self.foreign_instances.add(ev.name)
+                    report.warning(f"keepalived instance {ev.name!r} is not {ours!r} "
+                                   f"(vrrp_instance): its events are ignored",
+                                   cause="keepalived")
+                continue
             latest.pop(ev.name, None)
             latest[ev.name] = ev
         if len(events) > len(latest):

@@ -26,7 +26,6 @@ from .config import Config
 from .errors import ConfigError, SkatError
 
 INSTALLED_SCRIPTS_DIR = "/usr/share/skat-plugin/keepalived"
-INSTANCE = "skat_plugin"  # the name in the notify FIFO's lines: INSTANCE "skat_plugin" ...
 
 # keepalived runs a track script at most once a second (interval is whole seconds, >= 1).
 # fall 2: one failed run (e.g. a reload in progress) does not hand over; two do, within 2 s.
@@ -183,7 +182,7 @@ def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
         "track_timeout": TRACK_TIMEOUT,
         "track_fall": TRACK_FALL,
         "track_rise": TRACK_RISE,
-        "instance": INSTANCE,
+        "instance": _safe(cfg["vrrp_instance"]),  # FIFO lines: INSTANCE "<name>" ...
         "interface": interface,
         "router_id": _safe(cfg["vrrp_router_id"]),
         "priority": _safe(cfg["vrrp_priority"]),

@@ -65,14 +65,24 @@ def start_role(cfg: Config) -> str:
 
 
 def start(path: str) -> dict[str, Any]:
+    """Bridges up and the start role's rules in: master (SKAT), or vrrp_start_role.
+
+    At boot there is no state (/run is new), so this is the start role. On an appliance
+    that already runs, the current role stays.
+    """
     from . import bridges, config  # pyroute2 and jsonschema: only start/reload need them
 
     cfg = config.load(path)
     with state.locked():
         bridges.ensure(cfg)
-        old = state.load() or {}
-        old.pop("keepalived", None)  # a fresh start knows nothing of keepalived yet
-        return _switch(cfg, start_role(cfg), "start", old, own_macs=bridges.own_macs(cfg))
+        old = state.load()
+        if old is not None and nftapply.loaded_role() == old["role"]:
+            # Already running (a second `start`, a unit restarted by hand): keepalived will
+            # not repeat its last word, so the role it set must stay.
+            keep = old["role"] if cfg.vrrp_enabled else MASTER
+            return _switch(cfg, keep, "start (already running)", old,
+                           own_macs=bridges.own_macs(cfg))
+        return _switch(cfg, start_role(cfg), "start", {}, own_macs=bridges.own_macs(cfg))
 
 
 def reload(path: str) -> dict[str, Any]:

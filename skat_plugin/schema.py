@@ -95,6 +95,10 @@ KEYS: dict[str, dict[str, Any]] = {
                          "expect": "an existing system user that runs the notify scripts"},
     "vrrp_mgmt_vip": {"kind": "str", "schema": {"type": "string"},
                       "expect": "the floating management address with prefix, e.g. 192.0.2.10/24"},
+    "vrrp_instance": {"kind": "str", "default": "skat_plugin",
+                      "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,32}$"},
+                      "expect": "the keepalived vrrp_instance whose state is the appliance's "
+                                "role (letters, digits, _ . -)"},
     "vrrp_election_pidfile": {"kind": "list",
                               "default": ["/run/keepalived/vrrp.pid", "/run/vrrp.pid"],
                               "schema": {"type": "array", "maxItems": 8, "items": {

@@ -34,7 +34,7 @@ class Daemon:
         if self._writer < 0:
             self._writer = os.open(self.fifo, os.O_RDWR)
 
-    def write(self, *states: str, instance: str = "VI_1") -> None:
+    def write(self, *states: str, instance: str = "skat_plugin") -> None:
         self.hold_fifo()
         data = "".join(f'INSTANCE "{instance}" {s} 100\n' for s in states)
         os.write(self._writer, data.encode())

@@ -98,6 +98,19 @@ def test_stale_notify_script_after_fifo_backup_is_ignored(lab: Lab) -> None:
     wait_for(lambda: role_of(app) == "backup", 5, 0.02, "the next FIFO event wins again")
 
 
+def test_only_the_configured_instance_moves_the_role(lab: Lab) -> None:
+    """Another vrrp_instance of the same keepalived (a management address, say) must not
+    move the data plane; vrrp_instance names the one that does."""
+    topo, d = topo_with_daemon(lab)
+    d.write("MASTER")
+    d.write("BACKUP", instance="mgmt_vip")
+    wait_for(lambda: "'mgmt_vip' is not 'skat_plugin'" in d.output(), 5, 0.02,
+             "the foreign instance to be reported")
+    assert role_of(topo.app) == "master"
+    d.write("BACKUP")
+    wait_for(lambda: role_of(topo.app) == "backup", 5, 0.02, "our instance to move the role")
+
+
 def test_fifo_closed_and_reopened_is_a_reload_not_a_step_down(lab: Lab) -> None:
     """keepalived closes and reopens its notify FIFO on every reload (SIGHUP): that alone
     must never silence a master. Events written after the reopen still arrive."""
@@ -142,7 +155,7 @@ KEEPALIVED_CONF = """global_defs {{
     enable_script_security
     vrrp_garp_master_delay 0
 }}
-vrrp_instance VI_1 {{
+vrrp_instance skat_plugin {{
     state BACKUP
     interface v0
     virtual_router_id 77

@@ -170,3 +170,16 @@ def test_stop_removes_the_tables_and_bridging_goes_on(topo: Topo) -> None:
     app.cli("stop")  # stopping twice is fine
     app.cli("start")
     assert (app.show()["role"], app.show()["kernel_role"]) == ("master", "master")
+
+
+def test_start_on_a_running_appliance_keeps_its_role(topo: Topo) -> None:
+    """keepalived will not repeat its last word: a second `start` (a unit restarted by hand,
+    an operator) must not turn a running backup into a second master."""
+    app = topo.app
+    app.cli("vrrp", "set", "backup")
+    since = app.show()["since"]
+    assert app.cli("start").stdout.strip() == "started: backup"
+    info = app.show()
+    assert (info["role"], info["kernel_role"], info["since"]) == ("backup", "backup", since)
+    app.cli("stop")  # from nothing, SKAT's rule holds again: start as master
+    assert app.cli("start").stdout.strip() == "started: master"
