@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH",
                    help="fastdpi.conf (default: $FDPI_CONF or /etc/dpi/fastdpi.conf)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("start", help="bridge the ports and load the start role's rule set")
+    st = sub.add_parser("start", help="bridge the ports and load the start role's rule set")
+    st.add_argument("--wait-ports", type=float, default=0, metavar="SECONDS",
+                    help="wait up to this long for ports that do not exist yet (boot)")
     sub.add_parser("stop", help="remove the plugin's rules (bridges stay)")
     sub.add_parser("reload", help="re-read fastdpi.conf and re-apply the current role")
     d = sub.add_parser("daemon", help="the supervising process (see 'fdpi_cli daemon -h')",
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         module = importlib.import_module(f"skat_plugin.{DELEGATED[command]}")
         return module.main(args.args, config_path=config.config_path(args.config))
     if command == "start":
-        st = role.start(config.config_path(args.config))
+        st = role.start(config.config_path(args.config), wait_ports=args.wait_ports)
         print(f"started: {st['role']}")
     elif command == "stop":
         role.stop()

@@ -14,11 +14,12 @@ ignored (--force overrides, for an operator who knows better).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
-from . import nftapply, render, report, state
+from . import nftapply, ports, render, report, state
 from .config import Config
-from .errors import RoleError, SkatError
+from .errors import ConfigError, RoleError, SkatError
 from .render import BACKUP, MASTER
 
 # keepalived (notify FIFO / notify script) state -> appliance role. FAULT and STOP must not
@@ -64,15 +65,17 @@ def start_role(cfg: Config) -> str:
     return MASTER
 
 
-def start(path: str) -> dict[str, Any]:
+def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
     """Bridges up and the start role's rules in: master (SKAT), or vrrp_start_role.
 
     At boot there is no state (/run is new), so this is the start role. On an appliance
-    that already runs, the current role stays.
+    that already runs, the current role stays. wait_ports: seconds to wait for ports that
+    do not exist yet (at boot, NIC drivers and renaming may finish after udev's trigger).
     """
     from . import bridges, config  # pyroute2 and jsonschema: only start/reload need them
 
     cfg = config.load(path)
+    _wait_for_ports(cfg, wait_ports)
     with state.locked():
         bridges.ensure(cfg)
         old = state.load()
@@ -83,6 +86,12 @@ def start(path: str) -> dict[str, Any]:
             return _switch(cfg, keep, "start (already running)", old,
                            own_macs=bridges.own_macs(cfg))
         return _switch(cfg, start_role(cfg), "start", {}, own_macs=bridges.own_macs(cfg))
+
+
+def _wait_for_ports(cfg: Config, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(ports.link_up(p) is None for p in cfg.ports):
+        time.sleep(0.1)  # bridges.ensure() names what is still missing
 
 
 def reload(path: str) -> dict[str, Any]:
@@ -96,6 +105,12 @@ def reload(path: str) -> dict[str, Any]:
     cfg = config.load(path)
     with state.locked():
         old = _require_started()
+        loaded = Config.from_snapshot(old["config"])
+        if (cfg.in_ports, cfg.ports) != (loaded.in_ports, loaded.ports):
+            raise ConfigError("in_dev/out_dev differ from the running bridges "
+                              f"({':'.join(loaded['in_dev'])} / {':'.join(loaded['out_dev'])});"
+                              " bridges are built at start: restart the plugin "
+                              "(systemctl restart skat-plugin) to change them", cfg.source)
         bridges.check_ports(cfg)
         role = old["role"] if cfg.vrrp_enabled else MASTER  # VRRP off: always master
         return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg))
@@ -123,9 +138,11 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
         elif not force:
             latest = old.get("keepalived")
             if latest and state.daemon_alive() and KEEPALIVED_ROLE.get(latest["state"]) != role:
-                return {**old, "ignored": f"keepalived's latest state is {latest['state']} "
-                                          f"(notify FIFO, {latest['at']}); use --force to "
-                                          f"override"}
+                why = (f"keepalived's latest state is {latest['state']} (notify FIFO, "
+                       f"{latest['at']}); use --force to override")
+                report.warning(f"vrrp set {role} ({cause}) ignored: {why}", role=old["role"],
+                               cause=cause, keepalived_state=latest["state"])
+                return {**old, "ignored": why}
         return _switch(cfg, role, cause, old, **extra)
 
 

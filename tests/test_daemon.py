@@ -93,6 +93,9 @@ def test_stale_notify_script_after_fifo_backup_is_ignored(lab: Lab) -> None:
     out = app.cli("vrrp", "set", "master").stdout  # keepalived's notify_master, late
     assert out.startswith("ignored:"), out
     assert app.show()["role"] == "backup"
+    # keepalived throws the script's output away: the operator must find it in the log.
+    wait_for(lambda: "vrrp set master (cli) ignored" in d.output(), 2, 0.02,
+             "the dropped order in the log")
     assert app.cli("vrrp", "set", "master", "--force").stdout.strip() == "role: master"
     d.write("BACKUP")
     wait_for(lambda: role_of(app) == "backup", 5, 0.02, "the next FIFO event wins again")

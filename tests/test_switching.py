@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 from conftest import BASE_CONF, Topo, build_topo
 from netlab import Appliance, Lab
@@ -183,3 +184,34 @@ def test_start_on_a_running_appliance_keeps_its_role(topo: Topo) -> None:
     assert (info["role"], info["kernel_role"], info["since"]) == ("backup", "backup", since)
     app.cli("stop")  # from nothing, SKAT's rule holds again: start as master
     assert app.cli("start").stdout.strip() == "started: master"
+
+
+def test_reload_refuses_changed_ports_and_changes_nothing(topo: Topo) -> None:
+    """Bridges are built at start; a reload that moved the rules to other ports would leave
+    the guard on the wrong ports."""
+    app = topo.app
+    app.cli("vrrp", "set", "backup")
+    before = topo.lab.run(app.ns, "nft", "list", "ruleset").stdout
+    app.write_conf(BASE_CONF.replace("out_dev=o0", "out_dev=x0"))
+    res = app.cli("reload", check=False)
+    assert res.returncode != 0
+    assert "in_dev/out_dev differ from the running bridges" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert topo.lab.run(app.ns, "nft", "list", "ruleset").stdout == before
+    assert app.show()["role"] == "backup"
+
+
+def test_start_waits_for_ports_that_appear_late(lab: Lab) -> None:
+    """At boot a NIC may appear after udev's trigger: --wait-ports bridges it when it does."""
+    sub = lab.ns("sub")
+    app = lab.appliance("app", BASE_CONF)
+    lab.veth(sub, "s0", app.ns, "i0")
+    starting = app.cli_popen("start", "--wait-ports", "10")
+    time.sleep(1.0)
+    assert starting.poll() is None, "start gave up before the port appeared"
+    up = lab.ns("up")
+    lab.veth(up, "u0", app.ns, "o0")
+    out, _ = starting.communicate(timeout=20)
+    assert starting.returncode == 0, out
+    assert "started: master" in out
+    assert app.show()["kernel_role"] == "master"
