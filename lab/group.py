@@ -43,6 +43,7 @@ class Node:
     priority: int
     mgmt_ip: str
     vrrp_pid: Path
+    up: str = ""   # the namespace of this appliance's uplink host (100.64.0.2x)
     keepalived: object | None = None  # subprocess.Popen
     daemon: object | None = None
     log: Path | None = None
@@ -113,7 +114,7 @@ class Group:
             lab.run(app.ns, "ip", "addr", "add", f"{ips[i]}/24", "dev", "v0")
             sw_ports.append(f"p{i + 1}")
             mgmt_ports.append(f"m{i}")
-            self.nodes.append(Node(name, app, prio, ips[i], vrrp_pid))
+            self.nodes.append(Node(name, app, prio, ips[i], vrrp_pid, up))
         lab.switch(self.sw, "br0", sw_ports)
         lab.switch(self.mgmt, "br0", mgmt_ports)
 

@@ -92,8 +92,9 @@ class Prober:
                 and f[28:32] == self.target and f[6:12] != self.mac)
 
     def _is_na(self, f: bytes) -> bool:
+        # Solicited NAs only (S flag): the master's unsolicited refresh NAs are no answer.
         return (len(f) >= 78 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136
-                and f[62:78] == self.target)
+                and f[58] & 0x40 and f[62:78] == self.target)
 
     def send(self) -> None:
         self.sock.send(self.frame)
