@@ -91,8 +91,8 @@ def test_takeover_burst_and_refresh_on_the_wire(lab: Lab) -> None:
           f"(CLI took {(switched - t0) * 1000:.0f} ms); burst gaps "
           f"{[round(g * 1000) for g in burst_gaps]} ms; refresh gaps "
           f"{[round(g, 3) for g in refresh_gaps]} s")
-    assert first_latency < 0.5
-    assert all(0.03 < g < 0.2 for g in burst_gaps), burst
+    assert first_latency < 1.0  # the CLI process alone takes ~0.1 s; loaded CI more
+    assert all(0.03 < g < 0.3 for g in burst_gaps), burst  # 0.05 s configured
     assert len(refresh) >= 2, starts
     assert all(REFRESH * 0.8 < g < REFRESH * 1.6 for g in refresh_gaps), starts
 

@@ -55,7 +55,8 @@ def test_no_daemon_means_no_delay(lab: Lab, monkeypatch) -> None:
     t0 = time.perf_counter()
     assert control.request({"op": "status"}) is None
     refused = time.perf_counter() - t0
-    assert missing < 0.01 and refused < 0.01, (missing, refused)
+    # Microseconds when idle; the bound only has to show "no wait" (the timeout is 30 s).
+    assert missing < 0.1 and refused < 0.1, (missing, refused)
 
 
 def test_fifo_flaps_converge_to_keepalived_last_state(lab: Lab) -> None:

@@ -101,4 +101,4 @@ def test_run_time(topo: Topo) -> None:
         assert track(topo).returncode == 0
     mean = (time.perf_counter() - t0) / runs
     print(f"track script: {mean * 1000:.1f} ms per run (mean of {runs}, incl. ip netns exec)")
-    assert mean < 0.3, f"track script takes {mean * 1000:.0f} ms"
+    assert mean < 0.6, f"track script takes {mean * 1000:.0f} ms"  # keepalived: 1 s timeout
