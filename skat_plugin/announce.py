@@ -19,7 +19,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from . import report
+from . import ndsum, report
 from .config import Config
 
 ETH_P_ARP = 0x0806
@@ -43,15 +43,6 @@ def garp(vmac: str, vip: str) -> bytes:
     return (eth + arp).ljust(ETH_MIN, b"\x00")
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def unsolicited_na(vmac: str, target: str, router: bool) -> bytes:
     """Unsolicited NA (RFC 4861 7.2.6): to all-nodes, override set, solicited clear,
     router as configured, with the target link-layer address option."""
@@ -61,7 +52,8 @@ def unsolicited_na(vmac: str, target: str, router: bool) -> bytes:
     flags = (0x80 if router else 0) | 0x20  # R, O; S (0x40) stays clear
     body = struct.pack("!BBHB3x16sBB6s", 136, 0, 0, flags, src, 2, 1, mac)
     pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
-    body = body[:2] + struct.pack("!H", _csum(pseudo + body)) + body[4:]
+    checksum = ~ndsum.csum(pseudo + body) & 0xFFFF
+    body = body[:2] + struct.pack("!H", checksum) + body[4:]
     ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 255, src, dst)
     return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ip6 + body
 

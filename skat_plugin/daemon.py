@@ -16,13 +16,23 @@ import json
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from . import announce, control, election, keepalived_fifo, metrics, ports, report, role, splitbrain
+from . import (
+    announce,
+    atomicfile,
+    control,
+    election,
+    keepalived_fifo,
+    metrics,
+    ports,
+    report,
+    role,
+    splitbrain,
+)
 from . import state as statefile
 from .config import Config
 from .errors import SkatError
@@ -63,36 +73,16 @@ class Notifier:
         wd_pid = os.environ.get("WATCHDOG_PID")
         mine = wd_pid is None or wd_pid == str(os.getpid())
         self.watchdog = int(usec) / 2e6 if usec.isdigit() and int(usec) and mine else None
-        self._send: Callable[[str], Any] = _notify_function()
-
     def send(self, message: str) -> None:
         if self.enabled:
-            self._send(message)
+            from systemd import daemon as sd  # python3-systemd: a dependency of the package
+
+            sd.notify(message)
 
     def status(self, text: str) -> None:
         if text != self.last_status:
             self.last_status = text
             self.send(f"STATUS={text}")
-
-
-def _notify_function() -> Callable[[str], Any]:
-    try:
-        from systemd import daemon as sd
-        return sd.notify
-    except ImportError:  # a bare checkout: the protocol is one datagram
-        def send(message: str) -> None:
-            path = os.environ.get("NOTIFY_SOCKET", "")
-            addr = "\0" + path[1:] if path.startswith("@") else path
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                s.sendto(message.encode(), addr)
-        return send
-
-
-def _write_json(path: Any, data: dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _now_iso() -> str:
@@ -134,7 +124,7 @@ class Daemon:
         if other is not None and other != os.getpid():
             raise SkatError(f"another daemon (pid {other}) already runs for {self.run_dir}")
         # The pid file first: from now on `vrrp set` treats keepalived's FIFO state as final.
-        _write_json_text(self.run_dir / "daemon.pid", f"{os.getpid()}\n")
+        atomicfile.write(self.run_dir / "daemon.pid", f"{os.getpid()}\n")
         self.owns_run_dir = True
         self.refresh_state()
         self.server = control.Server()
@@ -334,7 +324,7 @@ class Daemon:
     def publish(self) -> None:
         """daemon.json (read by `vrrp show` and the track script) and systemd's STATUS."""
         st = self.status()
-        _write_json(self.run_dir / "daemon.json", st)
+        atomicfile.write(self.run_dir / "daemon.json", json.dumps(st, sort_keys=True))
         alive = {True: "alive", False: "GONE", None: "not seen"}[st["election_alive"]]
         self.notifier.status(f"role={self.role} since={self.since or '-'} "
                              f"split_brain={'YES' if self.sb.active else 'no'} "
@@ -480,13 +470,6 @@ class Daemon:
 
     def _on_hup(self, signum: int, _frame: object) -> None:
         self.reload_requested = True
-
-
-def _write_json_text(path: Any, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None, config_path: str | None = None) -> int:

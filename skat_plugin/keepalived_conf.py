@@ -18,10 +18,9 @@ import pwd
 import re
 import string
 import sys
-import tempfile
 from pathlib import Path
 
-from . import conffile
+from . import atomicfile, conffile
 from .config import Config
 from .errors import ConfigError, SkatError
 
@@ -197,21 +196,6 @@ def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
     return string.Template(template_path().read_text()).substitute(values)
 
 
-def _write(path: str, text: str) -> None:
-    """Replace `path` atomically: keepalived never reads half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".keepalived.conf.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str], config_path: str) -> int:
     p = argparse.ArgumentParser(prog="fdpi_cli vrrp keepalived-config",
                                 description="render keepalived.conf from fastdpi.conf")
@@ -233,7 +217,7 @@ def main(argv: list[str], config_path: str) -> int:
         print(f"fdpi_cli: {e}", file=sys.stderr)
         return e.exit_code
     if args.output:
-        _write(args.output, text)
+        atomicfile.write(args.output, text)  # keepalived never reads half a file
     else:
         sys.stdout.write(text)
     return 0

@@ -8,10 +8,10 @@ A missing directory means no node_exporter here: nothing is written, nothing is 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
+from . import atomicfile
 from .nftapply import COUNTERS
 
 DEFAULT_PATH = "/var/lib/prometheus/node-exporter/skat_plugin.prom"
@@ -78,14 +78,7 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
 
 def write(path: str | Path, text: str) -> bool:
     """Atomic replace; False (silently) when the collector's directory does not exist."""
-    target = Path(path)
-    if not target.parent.is_dir():
+    if not Path(path).parent.is_dir():
         return False
-    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomicfile.write(path, text)
     return True

@@ -27,7 +27,9 @@ def _neg(a: int) -> int:
 
 
 def csum(data: bytes) -> int:
-    """One's complement sum of 16-bit words (not inverted)."""
+    """One's complement sum of 16-bit words (not inverted); an odd last byte is padded."""
+    if len(data) % 2:
+        data += b"\0"
     total = 0
     for w in _words(data):
         total = _add(total, w)

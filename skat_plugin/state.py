@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import atomicfile
+
 DEFAULT_RUN_DIR = "/run/skat-plugin"
 
 
@@ -44,13 +46,8 @@ def load() -> dict[str, Any] | None:
 
 
 def save(state: dict[str, Any]) -> None:
-    directory = run_dir()
-    tmp = directory / f".state.json.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(state, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / "state.json")
+    atomicfile.write(run_dir() / "state.json", json.dumps(state, indent=1, sort_keys=True),
+                     sync=True)
 
 
 def clear() -> None:
