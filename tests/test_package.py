@@ -261,7 +261,7 @@ def system(pytestconfig: pytest.Config) -> Iterator[tuple[Booted, Lab, dict]]:
         booted = Booted(root, app, work, work / "nspawn.log")
         booted.wait_booted()
         timings["boot"] = time.monotonic() - t
-        yield booted, lab, {"deb": deb, "sub": sub, "work": work}
+        yield booted, lab, {"deb": deb, "sub": sub, "app": app, "work": work}
     finally:
         if booted is not None:
             booted.close()
@@ -425,6 +425,49 @@ def test_10_upgrade_keeps_the_role(system) -> None:
     assert info["since"] == since
     assert booted.prop("skat-plugin-daemon.service", "MainPID") != daemon_pid
     assert booted.prop("skat-plugin-daemon.service", "ActiveState") == "active"
+
+
+KEEPALIVED_KEYS = """vrrp_interface=v0
+vrrp_mgmt_vip=192.0.2.100/24
+vrrp_advert_int=0.1
+"""
+
+
+def test_10b_keepalived_under_systemd_drives_the_role(system) -> None:
+    """The real thing: keepalived's own unit with the package's drop-in, the generated
+    keepalived.conf, the notify scripts and FIFO, the hardened daemon. A keepalived reload
+    must not silence the master; keepalived killed must make it step down."""
+    booted, lab, ctx = system
+    mgmt = lab.ns("mgmt")
+    lab.veth(ctx["app"], "v0", mgmt, "m0")
+    lab.run(ctx["app"], "ip", "addr", "add", "192.0.2.11/24", "dev", "v0")
+    booted.write_conf(vrrp_enable=1, extra=KEEPALIVED_KEYS)
+    booted.run("systemctl", "reload", "skat-plugin.service")
+    booted.run("fdpi_cli", "vrrp", "keepalived-config", "--output",
+               "/etc/keepalived/keepalived.conf")
+    assert booted.show()["role"] == "backup"  # left so by the upgrade step
+    booted.run("systemctl", "start", "keepalived.service", timeout=60)
+
+    def keepalived_state() -> str | None:
+        return (booted.show().get("keepalived") or {}).get("state")
+
+    wait_for(lambda: keepalived_state() == "MASTER" and booted.show()["role"] == "master",
+             timeout=15, interval=0.2, what="keepalived MASTER (alone) -> role master")
+    assert _arp_replies(lab, ctx["sub"]) >= 1
+
+    for _ in range(2):  # reopens the notify FIFO; the daemon may not read keepalived's fds
+        booted.run("systemctl", "reload", "keepalived.service")
+        time.sleep(1)
+    info = booted.show()
+    assert (info["role"], info["kernel_role"], keepalived_state()) == \
+        ("master", "master", "MASTER")
+    assert not booted.journal("SKAT_CAUSE=election-lost")
+
+    booted.run("systemctl", "kill", "--signal=KILL", "keepalived.service")
+    wait_for(lambda: booted.show()["role"] == "backup", timeout=5, interval=0.05,
+             what="step down after keepalived was killed")
+    assert booted.journal("SKAT_CAUSE=election-lost")
+    assert _arp_replies(lab, ctx["sub"]) == 0
 
 
 def test_11_stop_removes_the_rules(system) -> None:
