@@ -82,7 +82,10 @@ def _via_daemon(request: dict[str, Any]) -> dict[str, Any] | None:
 
     answer = control.request(request)
     if answer is not None and answer.get("error"):
-        raise SkatError(answer["error"])
+        # The same exit code as when the CLI acts itself (2: bad config, 3: role refused).
+        err = SkatError(answer["error"])
+        err.exit_code = int(answer.get("exit_code", 1))
+        raise err
     return answer
 
 

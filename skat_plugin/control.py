@@ -7,8 +7,9 @@ sending side; the daemon answers with one JSON object and closes. Requests:
     {"op": "reload", "config": "/etc/dpi/fastdpi.conf"}                       -> state dict
     {"op": "status"}                                          -> the daemon's status dict
 
-A SkatError becomes {"error": "one sentence"}. The daemon serves one connection at a time,
-so requests are applied in the order they were accepted, between keepalived's FIFO events.
+A SkatError becomes {"error": "one sentence", "exit_code": N}. The daemon serves one
+connection at a time, so requests are applied in the order they were accepted, between
+keepalived's FIFO events.
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ class Daemon:
             result = action()
         except SkatError as e:
             report.warning(f"{what}: {e}")
-            return {"error": str(e)}
+            return {"error": str(e), "exit_code": e.exit_code}
         except Exception as e:  # a bug must not take the supervisor down
             report.error(f"{what}: internal error: {e!r}")
             return {"error": f"internal error: {e!r}"}

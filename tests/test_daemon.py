@@ -320,3 +320,20 @@ def test_second_daemon_refuses_and_cli_daemon_runs_from_config(lab: Lab) -> None
     assert second.returncode != 0 and "already runs" in second.stderr
     assert d.status["pid"] == d.proc.pid  # the first one's files are untouched
     assert json.loads((topo.app.run_dir / "daemon.pid").read_text()) == d.proc.pid
+
+
+def test_errors_through_the_daemon_keep_their_exit_codes(lab: Lab) -> None:
+    """With or without the daemon in between, an operator's script sees the same codes."""
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    rules = lab.run(app.ns, "nft", "list", "ruleset").stdout
+    app.write_conf(FAST_CONF.replace("bras_arp_ip=100.64.0.1", "bras_arp_ip=300.1.1.1"))
+    res = app.cli("reload", check=False)
+    assert res.returncode == 2, res
+    assert len(res.stderr.strip().splitlines()) == 1 and "bras_arp_ip" in res.stderr
+    assert lab.run(app.ns, "nft", "list", "ruleset").stdout == rules
+    app.write_conf(FAST_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
+    app.cli("reload")
+    res = app.cli("vrrp", "set", "backup", check=False)
+    assert res.returncode == 3 and "vrrp_enable=0" in res.stderr, res
+    wait_for(lambda: d.status["requests"] >= 3, 2, 0.05, "all three through the daemon")
