@@ -127,8 +127,13 @@ class Booted:
 
     def __init__(self, root: Path, netns: str, pkgdir: Path, log: Path) -> None:
         self.log = log
+        # A cgroup of its own: on a host without systemd everything sits in the root
+        # cgroup, and two containers there (two copies of the suite) would run their
+        # systemds on one cgroup tree and kill each other's processes.
+        self.name = f"skat-pkg-{netns.split('-')[0]}"
+        self.cgroups = _make_cgroups(self.name)
         with open(log, "w") as out:
-            self.proc = self._spawn(root, netns, pkgdir, out)
+            self.proc = self._spawn(root, netns, pkgdir, out, self.name, self.cgroups)
         self.pid = 0
 
     def wait_booted(self) -> None:
@@ -140,17 +145,22 @@ class Booted:
             raise AssertionError(f"container did not boot: {state}\n{log.read_text()[-3000:]}")
 
     @staticmethod
-    def _spawn(root: Path, netns: str, pkgdir: Path, out) -> subprocess.Popen[str]:
+    def _spawn(root: Path, netns: str, pkgdir: Path, out, name: str,
+               cgroups: list[Path]) -> subprocess.Popen[str]:
+        def enter_cgroups() -> None:
+            for cg in cgroups:
+                (cg / "cgroup.procs").write_text(str(os.getpid()))
+
         return subprocess.Popen(
             ["systemd-nspawn", "-D", str(root), "--boot", "--register=no", "--keep-unit",
              "--volatile=overlay", f"--network-namespace-path=/run/netns/{netns}",
              # A real appliance's systemd has CAP_NET_ADMIN and a writable /proc/sys/net;
              # nspawn grants both only with its own --private-network, so ask for them.
              "--capability=CAP_NET_ADMIN",
-             f"--bind-ro={pkgdir}:/mnt/pkg", "--machine=skat-pkg-test"],
+             f"--bind-ro={pkgdir}:/mnt/pkg", f"--machine={name}"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env={**SYSTEM_ENV, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
-            start_new_session=True)
+            start_new_session=True, preexec_fn=enter_cgroups)
 
     def _system_state(self) -> str | None:
         res = self.sh("systemctl is-system-running --wait", check=False, timeout=90)
@@ -207,6 +217,7 @@ class Booted:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        _remove_cgroups(self.cgroups)
 
     # -- what the steps look at --------------------------------------------------------------
     def show(self) -> dict:
@@ -225,6 +236,35 @@ class Booted:
     def journal(self, *match: str) -> list[dict]:
         out = self.run("journalctl", "-o", "json", "--no-pager", *match).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _cgroup_roots() -> list[Path]:
+    """The hierarchies a container's systemd uses: hybrid (systemd + unified) or pure v2."""
+    hybrid = [Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]
+    found = [h for h in hybrid if (h / "cgroup.procs").exists()]
+    if not found and Path("/sys/fs/cgroup/cgroup.procs").exists():
+        found = [Path("/sys/fs/cgroup")]
+    return found
+
+
+def _make_cgroups(name: str) -> list[Path]:
+    made = []
+    for root in _cgroup_roots():
+        cg = root / f"{name}-{os.getpid()}"
+        cg.mkdir(exist_ok=True)
+        made.append(cg)
+    return made
+
+
+def _remove_cgroups(cgroups: list[Path]) -> None:
+    """Depth first: the container's systemd made its own slices and scopes below."""
+    for cg in cgroups:
+        for path in sorted(cg.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        with contextlib.suppress(OSError):
+            cg.rmdir()
 
 
 def _tools_missing() -> list[str]:
