@@ -128,16 +128,19 @@ class Daemon:
         self.owns_run_dir = True
         self.refresh_state()
         self.server = control.Server()
-        pidfiles = self.opts.watch_pidfile or self._configured("vrrp_election_pidfile", [])
+        from .schema import KEYS  # the same default as fastdpi.conf's, for old snapshots
+
+        pidfiles = self.opts.watch_pidfile or self._configured(
+            "vrrp_election_pidfile", KEYS["vrrp_election_pidfile"]["default"])
         self.pidwatches = [election.PidWatch(p) for p in pidfiles]
+        self.restore_election()
         if not self.opts.no_fifo:
             self.fifo = keepalived_fifo.Fifo(self.opts.fifo or self._configured(
                 "vrrp_notify_fifo", DEFAULT_FIFO))
         self.sender = announce.Sender(self._mark())
         self.announcer = announce.Announcer(self.sender)
         self.refresh_state(force=True)
-        for w in self.pidwatches:
-            w.check()
+        self.check_election()  # also: keepalived died while this daemon was down
 
     def teardown(self) -> None:
         if self.server:
@@ -242,6 +245,7 @@ class Daemon:
         # are already history, and applying an obsolete MASTER would announce a gateway
         # this appliance no longer is.
         latest: dict[str, keepalived_fifo.Event] = {}
+        superseded = 0  # events of our instance read in this batch
         ours = self._configured("vrrp_instance", "skat_plugin")
         for ev in events:
             if ev.name != ours:
@@ -255,8 +259,9 @@ class Daemon:
                 continue
             latest.pop(ev.name, None)
             latest[ev.name] = ev
-        if len(events) > len(latest):
-            report.event(f"keepalived FIFO: {len(events) - len(latest)} superseded "
+            superseded += 1
+        if superseded > len(latest):
+            report.event(f"keepalived FIFO: {superseded - len(latest)} superseded "
                          f"event(s) skipped", cause="keepalived")
         for ev in latest.values():
             new_role = role.KEEPALIVED_ROLE.get(ev.state)
@@ -284,6 +289,31 @@ class Daemon:
                        f"names a live process: a crash of keepalived would not be seen; set "
                        f"vrrp_election_pidfile to its VRRP child's pid file",
                        cause="election-unwatched")
+
+    def check_election(self) -> None:
+        """Every watched pid file; a process seen alive and gone with no successor = lost."""
+        before = [w.seen for w in self.pidwatches]
+        for w in self.pidwatches:
+            if w.check():
+                self.election_lost(f"process of {w.path} died")
+        if [w.seen for w in self.pidwatches] != before:
+            self.save_election()
+
+    def save_election(self) -> None:
+        """What the watches saw, so that a restarted daemon can tell that keepalived died
+        while it was down (it would otherwise only know "not seen yet")."""
+        seen = {str(w.path): list(w.seen) for w in self.pidwatches if w.seen}
+        atomicfile.write(self.run_dir / "election.json", json.dumps(seen))
+
+    def restore_election(self) -> None:
+        try:
+            seen = json.loads((self.run_dir / "election.json").read_text())
+        except (OSError, ValueError):
+            return
+        for w in self.pidwatches:
+            ident = seen.get(str(w.path))
+            if ident:
+                w.seen, w.ever_seen = (int(ident[0]), int(ident[1])), True
 
     def election_lost(self, why: str) -> None:
         """keepalived/ucarp is gone with no stop event: the peer takes over; be silent."""
@@ -418,6 +448,9 @@ class Daemon:
             if self.reload_requested:
                 self.reload_requested = False
                 self.apply("reload (SIGHUP)", lambda: role.reload(self.config_path))
+            # A dead election first: a keepalived that died and came back must not have its
+            # new MASTER applied and then undone by the old one's death.
+            self.check_election()
             if fifo_fd in ready and self.fifo:
                 self.handle_fifo(now)
                 if self.fifo.fileno() != fifo_fd:  # reopened
@@ -437,9 +470,7 @@ class Daemon:
     def _timers(self, timers: dict[str, float], now: float) -> None:
         if now >= timers["election"]:
             timers["election"] = now + ELECTION_POLL
-            for w in self.pidwatches:
-                if w.check():
-                    self.election_lost(f"process of {w.path} died")
+            self.check_election()
         if now >= timers["state"]:
             timers["state"] = now + STATE_POLL
             self.refresh_state()

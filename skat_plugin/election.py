@@ -1,34 +1,57 @@
 """Is the election process (keepalived's VRRP child, ucarp) still alive? Watched by pid file.
 
-Works for keepalived and ucarp alike: `--watch-pidfile PATH` names the file its pid is in
-(keepalived: the -r VRRP child pid file; ucarp: whatever pid file its unit writes).
-Alive means /proc/PID/stat exists and is not a zombie: killed processes stay zombies for a
-while, and `kill -0` would still succeed on them. The process start time is remembered with
-the pid, so a reused pid does not pass for the process we saw.
+Works for keepalived and ucarp alike: the pid file names the process (keepalived: its VRRP
+child's file; ucarp: whatever pid file its unit writes). Alive means /proc/PID/stat exists
+and is not a zombie: killed processes stay zombies for a while, and `kill -0` would still
+succeed on them.
+
+A pid file outlives a crash, and its pid may be reused by an unrelated process. A process
+is therefore taken for the election process only if it started before the pid file was
+written (a daemon writes its pid file after it starts), and the start time is remembered
+with the pid, so a reused pid never passes for the process seen before. The file is read
+again at every check: a restarted keepalived writes a new pid, which is followed silently.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        return float(next(line.split()[1] for line in f if line.startswith("btime")))
+
+
+_BTIME = _boot_time()
+
+
+class Unknown(Exception):
+    """/proc could not be read for a reason that says nothing about the process."""
 
 
 def proc_identity(pid: int) -> tuple[int, int] | None:
-    """(pid, start time in clock ticks) of a live, non-zombie process; None otherwise."""
+    """(pid, start time in clock ticks) of a live, non-zombie process; None when it is gone.
+
+    Raises Unknown for other errors (e.g. out of file descriptors): not proof of death.
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    except (FileNotFoundError, ProcessLookupError):
         return None
+    except OSError as e:
+        raise Unknown(str(e)) from e
     if fields[0] in ("Z", "X"):
         return None
     return pid, int(fields[19])  # field 22 of stat(5), counted after "(comm)"
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+def started_at(ident: tuple[int, int]) -> float:
+    """Wall-clock start of a process, from its start time in ticks since boot."""
+    return _BTIME + ident[1] / _TICKS
 
 
 class PidWatch:
@@ -44,20 +67,32 @@ class PidWatch:
         """True/False once a process was seen; None before (not started yet)."""
         return (self.seen is not None) if self.ever_seen else None
 
-    def check(self) -> bool:
-        """Returns True exactly when the process we saw alive is gone (lost the election)."""
-        if self.seen is not None and proc_identity(self.seen[0]) != self.seen:
-            self.seen = None
-            self._pick_up()  # a restarted one may already be there; it is a new process
-            return True
-        if self.seen is None:
-            self._pick_up()
-        return False
+    def named(self) -> tuple[int, int] | None:
+        """The live process the pid file names, if it can be the file's writer."""
+        try:
+            mtime = self.path.stat().st_mtime
+            pid = int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        ident = proc_identity(pid)
+        # Started after the file was written: a stranger that reused a stale pid.
+        if ident is None or started_at(ident) > mtime + 1.0:
+            return None
+        return ident
 
-    def _pick_up(self) -> None:
-        pid = read_pid(self.path)
-        if pid is not None:
-            ident = proc_identity(pid)
-            if ident is not None:
-                self.seen = ident
-                self.ever_seen = True
+    def check(self) -> bool:
+        """True exactly when the process we saw alive is gone and nothing replaced it."""
+        try:
+            current = self.named()
+            if self.seen is not None and current not in (None, self.seen):
+                self.seen = current  # keepalived restarted: its new process speaks now
+                return False
+            if self.seen is not None and proc_identity(self.seen[0]) != self.seen:
+                self.seen = None
+                return True
+        except Unknown:
+            return False  # cannot look now; keep what we know and look again
+        if self.seen is None and current is not None:
+            self.seen = current
+            self.ever_seen = True
+        return False

@@ -80,8 +80,9 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
         bridges.ensure(cfg)
         old = state.load()
         if old is not None and nftapply.loaded_role() == old["role"]:
-            # Already running (a second `start`, a unit restarted by hand): keepalived will
-            # not repeat its last word, so the role it set must stay.
+            # Already running (a second `start` by hand): keepalived will not repeat its
+            # last word, so the role it set must stay. (`systemctl restart` runs stop
+            # first, which forgets the state: that is a start from nothing.)
             keep = old["role"] if cfg.vrrp_enabled else MASTER
             return _switch(cfg, keep, "start (already running)", old,
                            own_macs=bridges.own_macs(cfg))
@@ -89,9 +90,17 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
 
 
 def _wait_for_ports(cfg: Config, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(ports.link_up(p) is None for p in cfg.ports):
-        time.sleep(0.1)  # bridges.ensure() names what is still missing
+    start = time.monotonic()
+    told = start
+    while time.monotonic() - start < seconds:
+        missing = [p for p in cfg.ports if ports.link_up(p) is None]
+        if not missing:
+            return
+        if time.monotonic() - told >= 5:  # a boot that stalls here should say why
+            told = time.monotonic()
+            report.warning(f"waiting for port(s) {', '.join(missing)} "
+                           f"({told - start:.0f} of {seconds:g} s)", cause="start")
+        time.sleep(0.1)  # after the deadline bridges.ensure() names what is still missing
 
 
 def reload(path: str) -> dict[str, Any]:
@@ -109,8 +118,9 @@ def reload(path: str) -> dict[str, Any]:
         if (cfg.in_ports, cfg.ports) != (loaded.in_ports, loaded.ports):
             raise ConfigError("in_dev/out_dev differ from the running bridges "
                               f"({':'.join(loaded['in_dev'])} / {':'.join(loaded['out_dev'])});"
-                              " bridges are built at start: restart the plugin "
-                              "(systemctl restart skat-plugin) to change them", cfg.source)
+                              " bridges are built at start: restart the plugin to change "
+                              "them (systemctl restart skat-plugin, which restarts keepalived "
+                              "too: a failover on a running group)", cfg.source)
         bridges.check_ports(cfg)
         role = old["role"] if cfg.vrrp_enabled else MASTER  # VRRP off: always master
         return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg))

@@ -51,8 +51,10 @@ def save(state: dict[str, Any]) -> None:
 
 
 def clear() -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(run_dir() / "state.json")
+    """Forget the appliance: its state and what the daemon's election watch last saw."""
+    for name in ("state.json", "election.json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(run_dir() / name)
 
 
 def daemon_pid() -> int | None:

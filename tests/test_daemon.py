@@ -106,13 +106,18 @@ def test_only_the_configured_instance_moves_the_role(lab: Lab) -> None:
     """Another vrrp_instance of the same keepalived (a management address, say) must not
     move the data plane; vrrp_instance names the one that does."""
     topo, d = topo_with_daemon(lab)
-    d.write("MASTER")
-    d.write("BACKUP", instance="mgmt_vip")
-    wait_for(lambda: "'mgmt_vip' is not 'skat_plugin'" in d.output(), 5, 0.02,
-             "the foreign instance to be reported")
-    assert role_of(topo.app) == "master"
     d.write("BACKUP")
     wait_for(lambda: role_of(topo.app) == "backup", 5, 0.02, "our instance to move the role")
+    changes = d.status["role_changes"]
+    d.write("MASTER", instance="mgmt_vip")  # would make a second master if it were followed
+    wait_for(lambda: "'mgmt_vip' is not 'skat_plugin'" in d.output(), 5, 0.02,
+             "the foreign instance to be reported")
+    seen = d.status["updated"]
+    wait_for(lambda: d.status["updated"] != seen, 2, 0.02, "a later status tick")
+    assert role_of(topo.app) == "backup"
+    assert d.status["role_changes"] == changes
+    d.write("MASTER")
+    wait_for(lambda: role_of(topo.app) == "master", 5, 0.02, "our instance to move it back")
 
 
 def test_fifo_closed_and_reopened_is_a_reload_not_a_step_down(lab: Lab) -> None:
@@ -337,3 +342,55 @@ def test_errors_through_the_daemon_keep_their_exit_codes(lab: Lab) -> None:
     res = app.cli("vrrp", "set", "backup", check=False)
     assert res.returncode == 3 and "vrrp_enable=0" in res.stderr, res
     wait_for(lambda: d.status["requests"] >= 3, 2, 0.05, "all three through the daemon")
+
+
+def test_pid_watch_ignores_a_stranger_and_follows_a_restart(lab: Lab) -> None:
+    """A stale pid file whose pid now belongs to a process started later is not the
+    election; a restarted election process (new pid written) is followed without a step
+    down, and its death is still seen."""
+    topo = build_topo(lab, FAST_CONF)
+    pidfile = topo.app.dir / "vrrp.pid"
+    procs = [subprocess.Popen(["sleep", "600"])]
+    old = procs[0]
+    pidfile.write_text(f"{old.pid}\n")
+    os.utime(pidfile, (time.time() - 60, time.time() - 60))  # written a minute ago...
+    try:
+        d = start_daemon(topo.app, "--no-fifo", "--watch-pidfile", str(pidfile))
+        time.sleep(0.3)
+        assert d.status["election_alive"] is None  # ...by somebody else: not adopted
+        os.utime(pidfile)  # now it is the writer's file
+        wait_for(lambda: d.status["election_alive"] is True, 3, 0.02, "adopted")
+        new = subprocess.Popen(["sleep", "600"])  # a restart: the new process writes its pid
+        procs.append(new)
+        pidfile.write_text(f"{new.pid}\n")
+        old.kill()
+        old.wait()
+        time.sleep(0.3)
+        assert role_of(topo.app) == "master", d.output()
+        assert "stepping down" not in d.output()
+        new.kill()
+        wait_for(lambda: role_of(topo.app) == "backup", 2, 0.01, "step down")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_election_that_died_while_the_daemon_was_down_is_seen_at_start(lab: Lab) -> None:
+    topo = build_topo(lab, FAST_CONF)
+    pidfile = topo.app.dir / "vrrp.pid"
+    election = subprocess.Popen(["sleep", "600"])
+    pidfile.write_text(f"{election.pid}\n")
+    try:
+        d = start_daemon(topo.app, "--no-fifo", "--watch-pidfile", str(pidfile))
+        wait_for(lambda: d.status["election_alive"] is True, 3, 0.02, "election seen")
+        assert d.stop() == 0
+        election.kill()  # keepalived dies while no daemon watches
+        election.wait()
+        assert role_of(topo.app) == "master"
+        d = start_daemon(topo.app, "--no-fifo", "--watch-pidfile", str(pidfile))
+        wait_for(lambda: role_of(topo.app) == "backup", 3, 0.02, "step down at start")
+        assert "died" in d.output()
+    finally:
+        election.kill()
+        election.wait()

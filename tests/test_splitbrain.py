@@ -18,6 +18,7 @@ from skat_plugin import announce, splitbrain
 CONF = BASE_CONF + """vrrp_garp_count=3
 vrrp_garp_interval=0.05
 vrrp_garp_refresh=0
+vrrp_election_pidfile=
 """
 
 

@@ -206,12 +206,14 @@ def test_start_waits_for_ports_that_appear_late(lab: Lab) -> None:
     sub = lab.ns("sub")
     app = lab.appliance("app", BASE_CONF)
     lab.veth(sub, "s0", app.ns, "i0")
-    starting = app.cli_popen("start", "--wait-ports", "10")
-    time.sleep(1.0)
+    t0 = time.monotonic()
+    starting = app.cli_popen("start", "--wait-ports", "20")
+    time.sleep(3.0)  # well past Python's start-up, even on a loaded machine
     assert starting.poll() is None, "start gave up before the port appeared"
     up = lab.ns("up")
     lab.veth(up, "u0", app.ns, "o0")
     out, _ = starting.communicate(timeout=20)
     assert starting.returncode == 0, out
     assert "started: master" in out
+    assert time.monotonic() - t0 >= 3.0  # it did wait for o0
     assert app.show()["kernel_role"] == "master"
