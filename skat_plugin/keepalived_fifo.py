@@ -2,7 +2,7 @@
 
 keepalived opens the FIFO O_RDWR once and writes one line per event:
 
-    INSTANCE "VI_1" MASTER 100
+    INSTANCE "skat_plugin" MASTER 100
     GROUP "G1" BACKUP              (sync groups: their instances report too; ignored)
 
 The FIFO says nothing reliable about keepalived's life: it closes and reopens the FIFO on
