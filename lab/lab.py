@@ -65,6 +65,10 @@ def tour(g: Group) -> list[dict]:
         g.start(n)
     m = g.wait_one_master(30)
     say(f"  exactly one master after {time.monotonic() - t0:.2f} s: {m}")
+    for what, ip6 in (("ARP", False), ("ND", True)):
+        r = g.watch(0.5, ip6=ip6).result()
+        say(f"  the subscriber resolves the gateway by {what}: {r['sent']} requests, "
+            f"{r['replies']} answers, from {sorted(r['by_mac'])}")
     status(g)
 
     say("\n== 2. Failover: kill -9 of the master's keepalived (a crash: no goodbye)")

@@ -110,6 +110,7 @@ class Daemon:
         self.pidwatches: list[election.PidWatch] = []
         self.fifo: keepalived_fifo.Fifo | None = None
         self.warned_unwatched = False  # keepalived speaks but no pid file shows it
+        self.awaiting_election = False  # master by the start rule only (see _on_state)
         self.foreign_instances: set[str] = set()  # other vrrp_instances seen on the FIFO
         self.sender: announce.Sender | None = None
         self.announcer: announce.Announcer | None = None
@@ -199,7 +200,14 @@ class Daemon:
             return
         if self.cfg is not None and self._mark() != self.sender.mark:
             self.sender.set_mark(self._mark())  # a reload changed vrrp_socket_mark
-        if new_role == MASTER:
+        # Master only by SKAT's start rule, with VRRP on: keepalived has not elected this
+        # appliance yet. It answers (SKAT's rule) but does not announce: a booting backup's
+        # GARPs would pull the switches' tables from the real master. Any later order
+        # (keepalived, ucarp, an operator) ends the wait.
+        self.awaiting_election = bool(
+            new_role == MASTER and self.cfg is not None and self.cfg.vrrp_enabled
+            and str(st.get("cause", "") if st else "").startswith("start"))
+        if new_role == MASTER and not self.awaiting_election:
             # Every switch loads a new table: the kernel counter starts again at zero.
             self.sb.last_value = 0
             if not self.announcer.active or (old_cfg and old_cfg.values != self.cfg.values):
@@ -345,6 +353,7 @@ class Daemon:
                 "split_brain": self.sb.active, "split_brain_since": self.sb.since,
                 "election_alive": self.election_alive(),
                 "port_problems": self.port_problems,
+                "awaiting_election": self.awaiting_election,
                 "fifo": str(self.fifo.path) if self.fifo else None,
                 "watch_pidfiles": [str(w.path) for w in self.pidwatches],
                 "announcement_rounds": self.announcer.rounds if self.announcer else 0,
@@ -372,7 +381,9 @@ class Daemon:
 
     def check_split_brain(self, now: float) -> None:
         value = None
-        if self.role == MASTER:
+        # Awaiting the election, a second master on the wire is SKAT's documented start
+        # window (the real master refreshing), not a split brain.
+        if self.role == MASTER and not self.awaiting_election:
             from . import nftapply
             value = (nftapply.read_counters() or {}).get("foreign_master_frames")
         change = self.sb.check(value, now)

@@ -12,7 +12,7 @@ from daemonlab import topo_with_daemon
 from netlab import PYTHON, Lab, wait_for
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
-from wire import Capture
+from wire import Capture, send_frames
 
 from skat_plugin import announce
 from skat_plugin.config import Config
@@ -101,9 +101,11 @@ def test_backup_emits_nothing_even_from_a_forced_sender(lab: Lab) -> None:
     """The announcer stops at once; a sender that outlived the role is dropped by the kernel."""
     topo, d = topo_with_daemon(lab)
     app = topo.app
+    d.write("MASTER")  # elected: announcing
     wait_for(lambda: d.status["announcement_rounds"] >= 1, 5, 0.02, "first round")
     with Capture(lab, topo.sub, "s0") as cap:
-        app.cli("vrrp", "set", "backup")
+        # keepalived said MASTER: only an operator's --force may contradict it.
+        assert app.cli("vrrp", "set", "backup", "--force").stdout.strip() == "role: backup"
         after = time.time()
         drops = app.show()["counters"]["guard_drops"]
         cfg = Config.from_snapshot(json.loads((app.run_dir / "state.json").read_text())["config"])
@@ -118,3 +120,24 @@ def test_backup_emits_nothing_even_from_a_forced_sender(lab: Lab) -> None:
     late = [f for f in cap.stop() if Ether in f and f[Ether].src == VMAC and f.time > after]
     assert late == [], [f.summary() for f in late]
     assert app.show()["counters"]["guard_drops"] >= drops + 3 * len(cfg.in_ports)
+
+
+def test_master_by_the_start_rule_waits_for_the_election_to_announce(lab: Lab) -> None:
+    """SKAT starts every appliance as master; with VRRP on, a booting backup must not pull
+    the switches to itself with GARPs before keepalived has spoken, nor cry split brain
+    at the real master's refreshes. keepalived's MASTER then starts the burst at once,
+    although the role was master already."""
+    topo, d = topo_with_daemon(lab)
+    with Capture(lab, topo.sub, "s0", "arp") as cap:
+        time.sleep(0.6)  # longer than a burst (3 x 0.05 s) and a refresh (0.5 s)
+        send_frames(lab, topo.sub, "s0", [announce.garp(VMAC, "100.64.0.1")])  # the peer
+        time.sleep(0.5)
+        quiet = [f for f in cap.stop() if f[Ether].src == VMAC]
+    assert d.status["awaiting_election"] is True
+    assert d.status["announcement_rounds"] == 0
+    assert d.status["split_brain"] is False
+    assert topo.app.show()["role"] == "master"  # it does answer, as SKAT says
+    assert len(quiet) == 1, quiet  # only the peer's GARP that the test sent itself
+    d.write("MASTER")  # keepalived: elected
+    wait_for(lambda: d.status["announcement_rounds"] >= 3, 3, 0.02, "the takeover burst")
+    assert d.status["awaiting_election"] is False

@@ -26,6 +26,7 @@ def test_foreign_master_frames_raise_and_clear_split_brain(lab: Lab) -> None:
     topo = build_topo(lab, CONF)
     app = topo.app
     d = start_daemon(app)
+    d.write("MASTER")  # keepalived elected this appliance
     wait_for(lambda: d.status["announcement_rounds"] >= 3, 5, 0.02, "takeover burst done")
     assert app.show()["split_brain"] is False
 
