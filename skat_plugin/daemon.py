@@ -204,9 +204,8 @@ class Daemon:
         # appliance yet. It answers (SKAT's rule) but does not announce: a booting backup's
         # GARPs would pull the switches' tables from the real master. Any later order
         # (keepalived, ucarp, an operator) ends the wait.
-        self.awaiting_election = bool(
-            new_role == MASTER and self.cfg is not None and self.cfg.vrrp_enabled
-            and str(st.get("cause", "") if st else "").startswith("start"))
+        self.awaiting_election = bool(new_role == MASTER and st
+                                      and st.get("awaiting_election", False))
         if new_role == MASTER and not self.awaiting_election:
             # Every switch loads a new table: the kernel counter starts again at zero.
             self.sb.last_value = 0

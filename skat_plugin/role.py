@@ -85,8 +85,14 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
             # first, which forgets the state: that is a start from nothing.)
             keep = old["role"] if cfg.vrrp_enabled else MASTER
             return _switch(cfg, keep, "start (already running)", old,
-                           own_macs=bridges.own_macs(cfg))
-        return _switch(cfg, start_role(cfg), "start", {}, own_macs=bridges.own_macs(cfg))
+                           own_macs=bridges.own_macs(cfg),
+                           awaiting_election=cfg.vrrp_enabled and old.get("awaiting_election",
+                                                                         False))
+        role = start_role(cfg)
+        # Master by SKAT's rule alone, VRRP on: nobody elected it yet (the daemon does not
+        # announce until an order comes; see docs/daemon.md).
+        return _switch(cfg, role, "start", {}, own_macs=bridges.own_macs(cfg),
+                       awaiting_election=role == MASTER and cfg.vrrp_enabled)
 
 
 def _wait_for_ports(cfg: Config, seconds: float) -> None:
@@ -123,7 +129,9 @@ def reload(path: str) -> dict[str, Any]:
                               "too: a failover on a running group)", cfg.source)
         bridges.check_ports(cfg)
         role = old["role"] if cfg.vrrp_enabled else MASTER  # VRRP off: always master
-        return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg))
+        return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg),
+                       awaiting_election=cfg.vrrp_enabled and old.get("awaiting_election",
+                                                                     False))
 
 
 def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = None,
@@ -142,7 +150,7 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
             raise RoleError(f"vrrp_enable=0 in {cfg.source}: the appliance stays master; "
                             f"set vrrp_enable=1 and run 'fdpi_cli reload' to let VRRP "
                             f"choose the role")
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"awaiting_election": False}  # an order: the wait is over
         if keepalived_state is not None:
             extra["keepalived"] = {"state": keepalived_state, "at": _now()}
         elif not force:
