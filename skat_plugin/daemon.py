@@ -40,6 +40,7 @@ from .render import BACKUP, MASTER
 
 STATE_POLL = 0.1     # role changes made by other processes: stat state.json this often
 ELECTION_POLL = 0.02  # watched pid files: one /proc read; must beat a 10 ms advert's timer
+ELECTION_GRACE = 10.0  # s (+ 3 adverts) a start-rule master waits for keepalived to speak
 PORT_POLL = 0.5      # bridge ports (keepalived's track_interface does the failover itself)
 DEFAULT_FIFO = "/run/skat-plugin/keepalived.fifo"
 
@@ -111,6 +112,7 @@ class Daemon:
         self.fifo: keepalived_fifo.Fifo | None = None
         self.warned_unwatched = False  # keepalived speaks but no pid file shows it
         self.awaiting_election = False  # master by the start rule only (see _on_state)
+        self.awaiting_since = 0.0
         self.foreign_instances: set[str] = set()  # other vrrp_instances seen on the FIFO
         self.sender: announce.Sender | None = None
         self.announcer: announce.Announcer | None = None
@@ -204,8 +206,11 @@ class Daemon:
         # appliance yet. It answers (SKAT's rule) but does not announce: a booting backup's
         # GARPs would pull the switches' tables from the real master. Any later order
         # (keepalived, ucarp, an operator) ends the wait.
+        was_waiting = self.awaiting_election
         self.awaiting_election = bool(new_role == MASTER and st
                                       and st.get("awaiting_election", False))
+        if self.awaiting_election and not was_waiting:
+            self.awaiting_since = time.monotonic()
         if new_role == MASTER and not self.awaiting_election:
             # Every switch loads a new table: the kernel counter starts again at zero.
             self.sb.last_value = 0
@@ -318,9 +323,13 @@ class Daemon:
         except (OSError, ValueError):
             return
         for w in self.pidwatches:
-            ident = seen.get(str(w.path))
+            ident = seen.pop(str(w.path), None)
             if ident:
                 w.seen, w.ever_seen = (int(ident[0]), int(ident[1])), True
+        if seen:  # vrrp_election_pidfile changed while the daemon was down
+            report.warning(f"forgot election process(es) seen at {', '.join(seen)}: not "
+                           f"watched any more (vrrp_election_pidfile changed)",
+                           cause="election-unwatched")
 
     def election_lost(self, why: str) -> None:
         """keepalived/ucarp is gone with no stop event: the peer takes over; be silent."""
@@ -488,6 +497,14 @@ class Daemon:
                 and now >= self.announcer.next_due():
             self.refresh_state()  # never announce a role another process just left
             self.announcer.run(now)
+        if self.awaiting_election and self.cfg is not None:
+            # The wait is bounded: keepalived may be broken, absent, or was already running
+            # before this start and will not repeat itself. Then SKAT's rule stands.
+            grace = ELECTION_GRACE + 3 * float(self.cfg["vrrp_advert_int"])
+            if now - self.awaiting_since > grace:
+                self.awaiting_since = now  # once; end_wait() changes state.json
+                self.apply("end of the wait for an election", lambda: role.end_wait(
+                    f"nothing from keepalived for {grace:.0f} s"))
         if now >= timers["ports"]:
             timers["ports"] = now + PORT_POLL
             self.check_ports()

@@ -49,9 +49,15 @@ def proc_identity(pid: int) -> tuple[int, int] | None:
     return pid, int(fields[19])  # field 22 of stat(5), counted after "(comm)"
 
 
-def started_at(ident: tuple[int, int]) -> float:
-    """Wall-clock start of a process, from its start time in ticks since boot."""
-    return _BTIME + ident[1] / _TICKS
+def started_before(ident: tuple[int, int], when: float) -> bool:
+    """Did the process start before wall-clock time `when` (with 1 s of slack)?
+
+    /proc gives the start in ticks since boot; boot time in wall-clock terms moves when
+    the clock is stepped (NTP at boot), so either the boot time read at import or the one
+    read now may be the one the pid file's mtime was written against: either will do.
+    """
+    since_boot = ident[1] / _TICKS
+    return any(btime + since_boot <= when + 1.0 for btime in (_BTIME, _boot_time()))
 
 
 class PidWatch:
@@ -76,7 +82,7 @@ class PidWatch:
             return None
         ident = proc_identity(pid)
         # Started after the file was written: a stranger that reused a stale pid.
-        if ident is None or started_at(ident) > mtime + 1.0:
+        if ident is None or not started_before(ident, mtime):
             return None
         return ident
 

@@ -129,9 +129,11 @@ def reload(path: str) -> dict[str, Any]:
                               "too: a failover on a running group)", cfg.source)
         bridges.check_ports(cfg)
         role = old["role"] if cfg.vrrp_enabled else MASTER  # VRRP off: always master
+        # VRRP just turned on: a master by SKAT's rule again, until keepalived speaks.
+        awaiting = cfg.vrrp_enabled and role == MASTER and (
+            old.get("awaiting_election", False) or not loaded.vrrp_enabled)
         return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg),
-                       awaiting_election=cfg.vrrp_enabled and old.get("awaiting_election",
-                                                                     False))
+                       awaiting_election=awaiting)
 
 
 def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = None,
@@ -162,6 +164,20 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
                                cause=cause, keepalived_state=latest["state"])
                 return {**old, "ignored": why}
         return _switch(cfg, role, cause, old, **extra)
+
+
+def end_wait(why: str) -> dict[str, Any]:
+    """No election came in time: act as the master SKAT's start rule made (the daemon's
+    call). Only the record changes; the rules are already the master's."""
+    with state.locked():
+        st = _require_started()
+        if not st.get("awaiting_election"):
+            return st
+        st = {**st, "awaiting_election": False, "cause": "no-election"}
+        state.save(st)
+    report.warning(f"no election yet ({why}): acting as master, SKAT's start role; "
+                   f"check keepalived", role=MASTER, cause="no-election")
+    return st
 
 
 def stop() -> None:

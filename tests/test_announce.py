@@ -145,3 +145,36 @@ def test_master_by_the_start_rule_waits_for_the_election_to_announce(lab: Lab) -
     d.write("MASTER")  # keepalived: elected
     wait_for(lambda: d.status["announcement_rounds"] >= 3, 3, 0.02, "the takeover burst")
     assert d.status["awaiting_election"] is False
+
+
+def test_the_wait_for_an_election_is_bounded(lab: Lab) -> None:
+    """keepalived broken, absent, or running since before this start (it will not repeat
+    itself): after the grace period SKAT's start rule stands, loudly."""
+    from skat_plugin.daemon import ELECTION_GRACE
+
+    topo, d = topo_with_daemon(lab)
+    assert d.status["awaiting_election"] is True
+    wait_for(lambda: d.status["announcement_rounds"] >= 1, ELECTION_GRACE + 5, 0.1,
+             "the wait to end and the announcements to start")
+    assert d.status["awaiting_election"] is False
+    assert "no election yet" in d.output()
+    assert json.loads((topo.app.run_dir / "state.json").read_text())["cause"] == "no-election"
+
+
+def test_reload_turning_vrrp_on_makes_a_master_wait_for_the_election(lab: Lab) -> None:
+    from conftest import BASE_CONF, build_topo
+
+    topo = build_topo(lab, BASE_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
+    app = topo.app
+
+    def awaiting() -> bool:
+        return json.loads((app.run_dir / "state.json").read_text())["awaiting_election"]
+
+    assert awaiting() is False  # VRRP off: master with nobody to wait for
+    app.write_conf(BASE_CONF)
+    app.cli("reload")
+    assert awaiting() is True
+    app.cli("vrrp", "set", "master")  # an order (keepalived's notify script)
+    assert awaiting() is False
+    app.cli("reload")
+    assert awaiting() is False  # a reload is no reason to wait again
