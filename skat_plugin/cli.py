@@ -40,6 +40,8 @@ def _print_show(info: dict[str, Any], as_json: bool) -> None:
     print(f"since:        {info['since']}")
     if info.get("kernel_role") != info["role"]:
         print(f"kernel:       {info.get('kernel_role') or 'no rules loaded'}  (MISMATCH)")
+    if info.get("awaiting_election"):
+        print("election:     awaiting keepalived (master by the start rule; not announcing)")
     if info.get("split_brain"):
         print("split_brain:  YES: another master is sending from bras_arp_mac")
     for name, value in sorted(info.get("counters", {}).items()):

@@ -208,6 +208,7 @@ def show() -> dict[str, Any]:
         "counters": {name: base.get(name, 0) + live.get(name, 0) for name in nftapply.COUNTERS},
         "kernel_role": nftapply.loaded_role(),
         "keepalived": st.get("keepalived"),
+        "awaiting_election": bool(st.get("awaiting_election", False)),
         "split_brain": bool(state.daemon_status().get("split_brain", False)),
         "daemon": state.daemon_pid(),
     }
