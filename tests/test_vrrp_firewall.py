@@ -136,3 +136,46 @@ def test_rule_set_is_valid_nft() -> None:
     res = subprocess.run(["nft", "-c", "-I", str(render.nft_dir()), "-f", "-"],
                          input=rs.script(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+# IPv6: keepalived's VRRPv3-over-IPv6 socket, joined to ff02::12 on v0 (without a member the
+# kernel drops the multicast before the firewall could judge it).
+LISTENER6 = textwrap.dedent("""
+    import json, socket, struct, sys, time
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 112)
+    idx = socket.if_nametoindex("v0")
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                 socket.inet_pton(socket.AF_INET6, "ff02::12") + struct.pack("@I", idx))
+    s.settimeout(0.05)
+    print("ready", flush=True)
+    n, end = 0, time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:
+        try:
+            s.recv(2048)
+            n += 1
+        except TimeoutError:
+            continue
+    print(json.dumps(n), flush=True)
+""")
+
+
+def test_multicast_ipv6_accepts_ff02_12_and_drops_unicast_vrrp(lab: Lab) -> None:
+    app, net = _build(lab, _conf(None))
+    lab.run(app.ns, "ip", "addr", "add", "2001:db8:2::11/64", "dev", "v0", "nodad")
+    lab.run(net, "ip", "addr", "add", "2001:db8:2::99/64", "dev", "v1", "nodad")
+    listener = lab.popen(app.ns, PYTHON, "-c", LISTENER6, "1.5")
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == "ready"
+    app_mac = lab.run(app.ns, "cat", "/sys/class/net/v0/address").stdout.strip()
+    lab.run(net, PYTHON, "-c", textwrap.dedent(f"""
+        from scapy.all import Ether, IPv6, Raw, sendp
+        advert = Raw(bytes([0x31, 51, 100, 1, 0, 100, 0, 0]) + bytes(16))
+        group = Ether(dst="33:33:00:00:00:12") / IPv6(src="fe80::99", dst="ff02::12",
+                                                        nh=112, hlim=255) / advert
+        unicast = Ether(dst="{app_mac}") / IPv6(src="2001:db8:2::99", dst="2001:db8:2::11",
+                                                 nh=112, hlim=255) / advert
+        sendp([group] * 3 + [unicast] * 2, iface="v1", verbose=False)
+    """))
+    out, _ = listener.communicate(timeout=10)
+    assert json.loads(out.strip().splitlines()[-1]) == 3  # the group's adverts only
+    assert _counters(lab, app) == {"vrrp_accepted": 3, "vrrp_dropped": 2}
