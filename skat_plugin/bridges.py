@@ -11,6 +11,7 @@ from __future__ import annotations
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from . import ports
 from .config import Config
 from .errors import ApplyError
 
@@ -39,8 +40,7 @@ def _master_of(ipr: IPRoute, idx: int) -> int | None:
 
 def check_ports(cfg: Config) -> None:
     """Every configured port must exist (the kernel would bind a chain to a missing one)."""
-    with IPRoute() as ipr:
-        missing = [p for p in cfg.ports if _index(ipr, p) is None]
+    missing = [p for p in cfg.ports if ports.link_up(p) is None]
     if missing:
         raise ApplyError(f"port(s) {', '.join(missing)} do not exist; fix in_dev/out_dev in "
                          f"{cfg.source} or create the interfaces")

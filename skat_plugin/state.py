@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import atomicfile
+from . import atomicfile, election
 
 DEFAULT_RUN_DIR = "/run/skat-plugin"
 
@@ -61,11 +61,12 @@ def daemon_pid() -> int | None:
     """The supervising daemon's pid if it is alive (a zombie does not count)."""
     try:
         pid = int((run_dir() / "daemon.pid").read_text().split()[0])
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+    except (FileNotFoundError, ValueError, IndexError):
         return None
-    return pid if fields[0] not in ("Z", "X") else None
+    try:
+        return pid if election.proc_identity(pid) is not None else None
+    except election.Unknown:
+        return pid  # /proc unreadable for a moment: the pid file stands
 
 
 def daemon_alive() -> bool:
