@@ -52,6 +52,17 @@ class Config:
     def has_ipv6(self) -> bool:
         return self.values.get("bras_ipv6_address") is not None
 
+    @property
+    def terminates(self) -> bool:
+        """SKAT's L2 termination: the master carries subscribers' traffic (docs/gateway.md)."""
+        return self.values.get("bras_terminate_l2", 0) == 1
+
+    @property
+    def advertises_router(self) -> bool:
+        """Router Advertisements: only a gateway that forwards IPv6 may call itself a router."""
+        return (self.terminates and self.has_ipv6
+                and self.values.get("bras_ipv6_router_pref", 0) != -1)
+
     def snapshot(self) -> dict[str, Any]:
         return {"source": self.source, "values": dict(self.values)}
 

@@ -42,6 +42,67 @@ KEYS: dict[str, dict[str, Any]] = {
                              "expect": "the virtual gateway's link-local address in fe80::/10"},
     "bras_ipv6_address": {"kind": "str", "schema": {"type": "string", "format": "ipv6"},
                           "expect": "the virtual gateway's global unicast IPv6 address"},
+    # --- the gateway: SKAT's L2 termination (master only) -------------------------------------
+    "bras_terminate_l2": {"kind": "int", "default": 0, "schema": {"enum": [0, 1]},
+                          "expect": "1 (the master carries subscribers' traffic to "
+                                    "bras_gateway_mac and back) or 0 (off)"},
+    "bras_gateway_ip": {"kind": "str", "schema": {"type": "string", "format": "ipv4"},
+                        "expect": "the border router's IPv4 address on the uplink side"},
+    "bras_gateway_mac": {"kind": "str", "schema": {"type": "string", "pattern": MAC},
+                         "expect": "the border router's unicast MAC on the uplink side"},
+    "bras_gateway_ipv6": {"kind": "str", "schema": {"type": "string", "format": "ipv6"},
+                          "expect": "the border router's IPv6 address on the uplink side"},
+    "bras_gateway_ipv6_mac": {"kind": "str", "schema": {"type": "string", "pattern": MAC},
+                              "expect": "the border router's MAC for IPv6, if it differs "
+                                        "from bras_gateway_mac"},
+    "bras_transparency": {"kind": "int", "default": 1, "schema": {"enum": [0, 1]},
+                          "expect": "1 (TTL and hop limit untouched, SKAT's default) or 0 "
+                                    "(decremented like a router)"},
+    "bras_subscriber_timeout": {"kind": "int", "default": 300,
+                                "schema": {"type": "integer", "minimum": 10,
+                                           "maximum": 86400},
+                                "expect": "seconds a learned subscriber is kept without "
+                                          "traffic, 10 to 86400"},
+    "bras_vlan_terminate": {"kind": "int", "default": 0,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 3},
+                            "expect": "0: this plugin keeps VLAN tags as they are (removing "
+                                      "and adding tags is not supported)"},
+    "vrrp_sync_interval": {"kind": "float", "default": 1.0,
+                           "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                           "expect": "seconds between subscriber-table updates to the "
+                                     "group, 0 = off, up to 60"},
+    "vrrp_sync_port": {"kind": "int", "default": 23720,
+                       "schema": {"type": "integer", "minimum": 1, "maximum": 65535},
+                       "expect": "the UDP port of the subscriber-table sync on "
+                                 "vrrp_interface, 1 to 65535"},
+    # --- Router Advertisements for IPv6 subscribers (master, with bras_terminate_l2=1) -------
+    "bras_ipv6_router_pref": {"kind": "int", "default": 0, "schema": {"enum": [-1, 0, 1, 3]},
+                              "expect": "-1 (no RA: not a router), 0 medium, 1 high or 3 low"},
+    "bras_icmp6_send_rtradv": {"kind": "int", "default": 0, "schema": {"enum": [0, 1]},
+                               "expect": "1 (send unsolicited Router Advertisements) or 0"},
+    "bras_icmp6_min_rtradv_interval": {"kind": "int", "default": 200,
+                                       "schema": {"type": "integer", "minimum": 3,
+                                                  "maximum": 1350},
+                                       "expect": "seconds, 3 to 1350 (RFC 4861)"},
+    "bras_icmp6_max_rtradv_interval": {"kind": "int", "default": 600,
+                                       "schema": {"type": "integer", "minimum": 4,
+                                                  "maximum": 1800},
+                                       "expect": "seconds, 4 to 1800 (RFC 4861)"},
+    "bras_icmp6_rtradv_mtu": {"kind": "int", "default": 1500,
+                              "schema": {"type": "integer", "minimum": 0, "maximum": 65535},
+                              "expect": "the MTU option of the RA, 1280 to 65535, or 0 for none"},
+    "bras_icmp6_reachable_time": {"kind": "int", "default": 0,
+                                  "schema": {"type": "integer", "minimum": 0,
+                                             "maximum": 3600000},
+                                  "expect": "milliseconds, 0 (unspecified) to 3600000"},
+    "bras_icmp6_hop_limit": {"kind": "int", "default": 64,
+                             "schema": {"type": "integer", "minimum": 0, "maximum": 255},
+                             "expect": "the hop limit hosts should use, 0 (unspecified) to 255"},
+    "bras_icmp6_default_lifetime": {"kind": "int", "default": 1800,
+                                    "schema": {"type": "integer", "minimum": 0,
+                                               "maximum": 9000},
+                                    "expect": "seconds the gateway stays the default router, "
+                                              "0 to 9000"},
     # --- how the plugin behaves -----------------------------------------------------------
     "vrrp_start_role": {"kind": "str", "default": "master",
                         "schema": {"enum": ["master", "backup"]},
@@ -220,6 +281,7 @@ def _semantic_checks(v: dict[str, Any], fail: Any) -> None:
         raise fail("bras_arp_ip" if ip4 is not None else "bras_ipv6_link_local",
                    "the virtual gateway needs bras_arp_mac to answer from; set it")
 
+    _gateway_checks(v, fail)
     _vrrp_checks(v, fail)
 
 
@@ -254,3 +316,40 @@ def _vrrp_checks(v: dict[str, Any], fail: Any) -> None:
         raise fail("vrrp_interface", "is a bridge port; VRRP needs its own interface "
                                      "(a bridge port would carry adverts into the subscriber "
                                      "network)")
+
+
+def _gateway_checks(v: dict[str, Any], fail: Any) -> None:
+    """L2 termination and Router Advertisements: what the gateway needs to forward."""
+    for key in ("bras_gateway_mac", "bras_gateway_ipv6_mac"):
+        mac = v.get(key)
+        if mac is not None and (int(mac[:2], 16) & 1 or mac.replace(":", "") == "0" * 12):
+            raise fail(key, f"{mac!r} is a multicast or zero MAC; expected {KEYS[key]['expect']}")
+    gw4 = v.get("bras_gateway_ip")
+    if gw4 is not None and gw4 == v.get("bras_arp_ip"):
+        raise fail("bras_gateway_ip", "is bras_arp_ip; expected the border router's own "
+                                      "address, not the virtual gateway's")
+    gw6 = v.get("bras_gateway_ipv6")
+    if gw6 is not None:
+        a6 = ipaddress.IPv6Address(gw6)
+        if a6.is_multicast or a6.is_unspecified or a6.is_loopback:
+            raise fail("bras_gateway_ipv6", f"{gw6!r} is not a unicast address; expected "
+                                            f"{KEYS['bras_gateway_ipv6']['expect']}")
+    if v["bras_vlan_terminate"] != 0:
+        raise fail("bras_vlan_terminate", "is not supported by skat-plugin: this kernel "
+                                          "cannot add VLAN tags (no tc vlan action); set it "
+                                          "to 0, tags are then kept as they are "
+                                          "(docs/gateway.md)")
+    if v["bras_terminate_l2"] == 1:
+        for key in ("bras_arp_mac", "bras_arp_ip", "bras_gateway_ip", "bras_gateway_mac"):
+            if v.get(key) is None:
+                raise fail("bras_terminate_l2", f"bras_terminate_l2=1 needs {key}: set it "
+                                                f"(SKAT's L2 termination, docs/gateway.md)")
+    if v["bras_icmp6_min_rtradv_interval"] > 0.75 * v["bras_icmp6_max_rtradv_interval"]:
+        raise fail("bras_icmp6_min_rtradv_interval",
+                   f"{v['bras_icmp6_min_rtradv_interval']} is more than 3/4 of "
+                   f"bras_icmp6_max_rtradv_interval ({v['bras_icmp6_max_rtradv_interval']}); "
+                   f"RFC 4861 allows at most 0.75 x the maximum")
+    mtu = v["bras_icmp6_rtradv_mtu"]
+    if 0 < mtu < 1280:
+        raise fail("bras_icmp6_rtradv_mtu", f"{mtu} is below IPv6's minimum MTU; expected "
+                                            f"{KEYS['bras_icmp6_rtradv_mtu']['expect']}")
