@@ -52,6 +52,17 @@ def k_with_option(dest: str, flags: int, vmac: str) -> int:
     return _add(d0, _neg(skipped))
 
 
+def k_nonce(dest: str, flags: int, vmac: str) -> int:
+    """10-byte constant after the nonce in the destination field (DAD NS + nonce, RFC 7527).
+
+    The nonce option becomes the target link-layer option: type 14 -> 2 (-0x0c00) and the
+    nonce -> M_virtual, so sum(K) = D0 - (flags<<8) + 0x0c00 - M_virtual.
+    """
+    d0 = csum(ipaddress.IPv6Address(dest).packed)
+    m_virtual = csum(bytes.fromhex(vmac.replace(":", "")))
+    return _add(_add(_add(d0, _neg(flags << 8)), 0x0C00), _neg(m_virtual))
+
+
 def k_bare(dest: str, flags: int) -> int:
     """16-byte destination value for an NS without options: sum(Y) = D0 - (flags<<8)."""
     d0 = csum(ipaddress.IPv6Address(dest).packed)

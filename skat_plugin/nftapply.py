@@ -28,7 +28,7 @@ def apply(ruleset: RuleSet, directory: Path | None = None) -> None:
     """All of the rule set, or (on any error) none of it: the kernel keeps what it had."""
     nft = _context()
     nft.add_include_path(str(directory or nft_dir()))
-    rc, _out, err = nft.cmd(ruleset.script())
+    rc, _out, err = nft.cmd(ruleset.script(directory))
     if rc != 0:
         raise ApplyError(f"the kernel refused the {ruleset.role} rule set, nothing was "
                          f"changed: {err.strip()}")

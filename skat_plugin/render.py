@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ BACKUP = "backup"
 ROLES = (MASTER, BACKUP)
 
 TABLE = "skat_plugin"
+GATEWAY_TABLE = "skat_gateway"  # lives across role switches: the learned subscribers
 
 
 def nft_dir() -> Path:
@@ -39,13 +41,22 @@ class RuleSet:
     files: list[str]
     defines: dict[str, str] = field(default_factory=dict)
 
-    def script(self) -> str:
+    def script(self, directory: Path | None = None) -> str:
         """The nft input that loads every file of the set in one transaction.
 
         Values reach it only after validation (schema.py), so none can carry nft syntax.
+        A `.nft.in` file is a template for what nft takes no define in (set timeouts): its
+        text is put in with the values substituted, where an `.nft` file is included.
         """
         defines = "".join(f"define {k} = {v}\n" for k, v in self.defines.items())
-        return defines + "".join(f'include "{name}"\n' for name in self.files)
+        body = []
+        for name in self.files:
+            if name.endswith(".nft.in"):
+                text = ((directory or nft_dir()) / name).read_text()
+                body.append(string.Template(text).substitute(self.defines))
+            else:
+                body.append(f'include "{name}"\n')
+        return defines + "".join(body)
 
 
 def _set(items: list[str]) -> str:
@@ -64,7 +75,9 @@ def _mac_hex(mac: str) -> str:
 
 def _nd_defines(cfg: Config) -> dict[str, str]:
     flags = 0xE0 if cfg["vrrp_nd_router_flag"] else 0x60
-    d = {"nd_flags": hex(flags), "bras_mac_hex": _mac_hex(cfg["bras_arp_mac"])}
+    dad_flags = flags & ~0x40  # the same without the solicited flag
+    d = {"nd_flags": hex(flags), "nd_dad_flags": hex(dad_flags),
+         "bras_mac_hex": _mac_hex(cfg["bras_arp_mac"])}
     for tag, key in (("gua", "bras_ipv6_address"), ("ll", "bras_ipv6_link_local")):
         addr = str(ipaddress.IPv6Address(cfg[key]))
         sol = ndsum.solicited_node(addr)
@@ -74,6 +87,9 @@ def _nd_defines(cfg: Config) -> dict[str, str]:
         d[f"nd_{tag}_k_mc"] = hex(ndsum.k_with_option(sol, flags, cfg["bras_arp_mac"]))
         d[f"nd_{tag}_k_uc"] = hex(ndsum.k_with_option(addr, flags, cfg["bras_arp_mac"]))
         d[f"nd_{tag}_k_bare"] = hex(ndsum.k_bare(addr, flags))
+        # DAD defence: NA to all-nodes, solicited clear (RFC 4861 7.2.4), from :: to ff02::1.
+        d[f"nd_{tag}_k_dad"] = hex(ndsum.k_bare(sol, dad_flags))
+        d[f"nd_{tag}_k_nonce"] = hex(ndsum.k_nonce(sol, dad_flags, cfg["bras_arp_mac"]))
     return d
 
 
@@ -82,7 +98,9 @@ def render(cfg: Config, role: str, own_macs: list[str]) -> RuleSet:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     files = ["reset.nft", "common.nft"]
-    defines = {"in_ports": _ifnames(cfg.in_ports)}
+    # Terminating, the master answers on the uplink side too: the border resolves the gateway.
+    answering = cfg.ports if cfg.terminates else cfg.in_ports
+    defines = {"gateway_ports": _ifnames(answering)}
     mac = cfg.get("bras_arp_mac")
     if role == MASTER:
         if mac is not None:
@@ -101,7 +119,42 @@ def render(cfg: Config, role: str, own_macs: list[str]) -> RuleSet:
         defines["skat_mark"] = hex(cfg["vrrp_socket_mark"])
         defines["own_macs"] = _set(macs)
     _add_vrrp_firewall(cfg, files, defines)
+    _add_gateway(cfg, role, files, defines)
     return RuleSet(role, files, defines)
+
+
+def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, str]) -> None:
+    """SKAT's L2 termination: awake in master, dormant (keeping its subscribers) in backup."""
+    if not cfg.terminates:
+        files.append("gateway-off.nft")
+        return
+    files.append("gateway-wake.nft" if role == MASTER else "gateway-sleep.nft")
+    files += ["gateway-maps.nft.in", "gateway.nft"]
+    timeout = int(cfg["bras_subscriber_timeout"])
+    sync = float(cfg["vrrp_sync_interval"])
+    defines.update({
+        "in_ports": _ifnames(cfg.in_ports),
+        "out_ports": _ifnames(cfg.ports[len(cfg.in_ports):]),
+        "up_pairs": _set([f'"{i}" : "{o}"' for i, o in cfg.pairs]),
+        "down_pairs": _set([f'"{o}" : "{i}"' for i, o in cfg.pairs]),
+        "bras_mac": cfg["bras_arp_mac"].lower(),
+        "bras_ip": cfg["bras_arp_ip"],
+        "gw_mac": cfg["bras_gateway_mac"].lower(),
+        "sub_timeout": f"{timeout}s",
+        # A live subscriber is offered to the peers again well before their copy expires.
+        "sync_refresh": f"{max(5, timeout // 3)}s",
+        # An offer waits for a few sync rounds (skat_plugin/gateway/sync.py reads it).
+        "fresh_timeout": f"{max(3, int(3 * sync + 0.999))}s",
+    })
+    if cfg.has_ipv6:
+        files += ["gateway6-maps.nft.in", "gateway6.nft"]
+        defines["gw6_mac"] = (cfg.get("bras_gateway_ipv6_mac") or cfg["bras_gateway_mac"]).lower()
+        defines["gw6_addrs"] = _set([str(ipaddress.IPv6Address(cfg[k])) for k in
+                                     ("bras_ipv6_link_local", "bras_ipv6_address")])
+    if cfg["bras_transparency"] == 0:
+        files.append("gateway-ttl4.nft")
+        if cfg.has_ipv6:
+            files.append("gateway-ttl6.nft")
 
 
 def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -> None:
@@ -119,5 +172,5 @@ def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -
 
 
 def render_stop() -> RuleSet:
-    """Removes the plugin's tables (and nothing else)."""
-    return RuleSet("stopped", ["reset.nft"])
+    """Removes the plugin's tables, the gateway's included (and nothing else)."""
+    return RuleSet("stopped", ["reset.nft", "gateway-off.nft"])
