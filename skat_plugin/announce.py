@@ -2,7 +2,8 @@
 
 On entering master: vrrp_garp_count rounds, vrrp_garp_interval apart; while master, one
 round every vrrp_garp_refresh seconds (0 = off). A round is, out of every subscriber port
-(in_dev): one gratuitous ARP for bras_arp_ip, and one unsolicited NA to ff02::1 for each
+(in_dev), and every uplink port too with bras_terminate_l2=1 (the border resolves the
+gateway there): one gratuitous ARP for bras_arp_ip, and one unsolicited NA to ff02::1 for each
 IPv6 address (bras_ipv6_link_local, bras_ipv6_address). Switches relearn the virtual MAC's
 port at once, hosts update their neighbour entries (override flag), and a second master
 becomes visible on the wire (split brain, see splitbrain.py).
@@ -107,7 +108,9 @@ class Plan:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Plan:
-        return cls(cfg.in_ports, frames(cfg), int(cfg.get("vrrp_garp_count", 5)),
+        # Terminating, the border resolves the gateway on the uplink side: announce there too.
+        ports = cfg.ports if cfg.terminates else cfg.in_ports
+        return cls(ports, frames(cfg), int(cfg.get("vrrp_garp_count", 5)),
                    float(cfg.get("vrrp_garp_interval", 0.1)),
                    float(cfg.get("vrrp_garp_refresh", 1.0)))
 

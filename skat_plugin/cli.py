@@ -3,6 +3,7 @@
     fdpi_cli start | stop | reload
     fdpi_cli vrrp set master|backup [--force]
     fdpi_cli vrrp show [--json]
+    fdpi_cli vrrp subscribers [--json]
     fdpi_cli vrrp keepalived-config | check-group FILE... | track
     fdpi_cli daemon
 
@@ -46,6 +47,25 @@ def _print_show(info: dict[str, Any], as_json: bool) -> None:
         print("split_brain:  YES: another master is sending from bras_arp_mac")
     for name, value in sorted(info.get("counters", {}).items()):
         print(f"{name + ':':<24}{value}")
+    gateway = info.get("gateway")
+    if gateway:
+        subs = gateway.get("subscribers") or {}
+        print(f"gateway:      L2 termination, {subs.get('ipv4', 0)} IPv4 and "
+              f"{subs.get('ipv6', 0)} IPv6 subscribers"
+              + (" (dormant: kept for a takeover)" if info["role"] != "master" else ""))
+        for name, value in sorted((gateway.get("counters") or {}).items()):
+            print(f"{'gateway_' + name + ':':<24}{value}")
+
+
+def _print_subscribers(as_json: bool) -> None:
+    from .gateway import subscribers
+
+    found = [{"ip": s.ip, "mac": s.mac, "expires": s.expires} for s in subscribers.read()]
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    for sub in found:
+        print(f"{sub['ip']:<40} {sub['mac']}  expires in {sub['expires']:g} s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply even if keepalived's latest notify FIFO state disagrees")
     show = vrrp.add_parser("show", help="current role and counters")
     show.add_argument("--json", action="store_true")
+    subs = vrrp.add_parser("subscribers", help="the gateway's learned subscribers "
+                                              "(bras_terminate_l2=1)")
+    subs.add_argument("--json", action="store_true")
     for name, text in (("keepalived-config", "render keepalived.conf from fastdpi.conf"),
                        ("check-group", "compare the group-wide keys of several fastdpi.conf"),
                        ("track", "keepalived track script: exit 0 while fit to be master")):
@@ -115,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"role: {st['role']}")
     elif command == "show":
         _print_show(role.show(), args.json)
+    elif command == "subscribers":
+        _print_subscribers(args.json)
     return 0
 
 

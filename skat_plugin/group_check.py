@@ -33,12 +33,19 @@ MUST_EQUAL = (
     "vrrp_enable",
     "bras_arp_mac", "bras_arp_ip", "bras_ipv6_link_local", "bras_ipv6_address",
     "vrrp_nd_router_flag",
+    "bras_terminate_l2", "bras_gateway_ip", "bras_gateway_mac", "bras_gateway_ipv6",
+    "bras_gateway_ipv6_mac", "bras_transparency", "bras_vlan_terminate",
+    "vrrp_sync_port",
     "vrrp_router_id", "vrrp_version", "vrrp_advert_int", "vrrp_auth_pass",
     "vrrp_mgmt_vip",
 )
 SHOULD_EQUAL = (
     "vrrp_preempt", "vrrp_preempt_delay", "vrrp_start_role", "vrrp_split_brain_handover",
     "vrrp_garp_count", "vrrp_garp_interval", "vrrp_garp_refresh",
+    "bras_subscriber_timeout", "vrrp_sync_interval",
+    "bras_ipv6_router_pref", "bras_icmp6_send_rtradv", "bras_icmp6_min_rtradv_interval",
+    "bras_icmp6_max_rtradv_interval", "bras_icmp6_rtradv_mtu", "bras_icmp6_reachable_time",
+    "bras_icmp6_hop_limit", "bras_icmp6_default_lifetime",
 )
 
 
@@ -46,9 +53,10 @@ def _norm(key: str, value: Any) -> Any:
     """One spelling per meaning: 02:00:5E.. = 02:00:5e.., fe80:0::1 = fe80::1."""
     if value is None:
         return None
-    if key == "bras_arp_mac":
+    if key in ("bras_arp_mac", "bras_gateway_mac", "bras_gateway_ipv6_mac"):
         return value.lower()
-    if key in ("bras_arp_ip", "bras_ipv6_link_local", "bras_ipv6_address"):
+    if key in ("bras_arp_ip", "bras_ipv6_link_local", "bras_ipv6_address", "bras_gateway_ip",
+               "bras_gateway_ipv6"):
         return str(ipaddress.ip_address(value))
     if key == "vrrp_mgmt_vip":
         return str(ipaddress.ip_interface(value))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomicfile
-from .nftapply import COUNTERS
+from .nftapply import COUNTERS, GATEWAY_COUNTERS
 
 DEFAULT_PATH = "/var/lib/prometheus/node-exporter/skat_plugin.prom"
 REFRESH = 5.0
@@ -25,6 +25,14 @@ COUNTER_HELP = {
     "foreign_master_frames": "Frames from bras_arp_mac that arrived while master "
                              "(another master on the wire).",
     "guard_drops": "Frames of this appliance dropped by the backup guard.",
+    "address_defences": "ARP probes and DAD probes for the gateway's addresses answered.",
+}
+GATEWAY_HELP = {
+    "forwarded_up": "Subscriber frames carried to the border router (L2 termination).",
+    "forwarded_down": "Border frames carried to a subscriber (L2 termination).",
+    "unknown_subscriber": "Border frames to an IP never learned, dropped.",
+    "ttl_expired": "Frames whose TTL or hop limit ran out (bras_transparency=0), dropped.",
+    "not_forwarded": "Frames to the gateway itself or link-local, not forwarded.",
 }
 
 
@@ -65,6 +73,14 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
     counters = show.get("counters") or {}
     for name in COUNTERS:
         metric(f"{name}_total", "counter", COUNTER_HELP[name], [("", counters.get(name, 0))])
+    gateway = show.get("gateway") or {}
+    for name in GATEWAY_COUNTERS:
+        metric(f"gateway_{name}_total", "counter", GATEWAY_HELP[name],
+               [("", (gateway.get("counters") or {}).get(name, 0))])
+    subs = gateway.get("subscribers") or {}
+    metric("gateway_subscribers", "gauge", "Subscribers in the gateway's table (learned or "
+           "received from the group's master).",
+           [(f'{{family="{f}"}}', subs.get(f, 0)) for f in ("ipv4", "ipv6")])
     metric("split_brain", "gauge", "1 while another master sends from the virtual MAC.",
            [("", 1 if daemon.get("split_brain") else 0)])
     metric("port_problems", "gauge", "Bridge ports missing, down or not bridged right now.",

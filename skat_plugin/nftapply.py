@@ -13,9 +13,13 @@ from pathlib import Path
 import nftables
 
 from .errors import ApplyError
-from .render import TABLE, RuleSet, nft_dir
+from .render import GATEWAY_TABLE, TABLE, RuleSet, nft_dir
 
-COUNTERS = ("arp_replies", "nd_replies", "foreign_master_frames", "guard_drops")
+COUNTERS = ("arp_replies", "nd_replies", "address_defences", "foreign_master_frames",
+            "guard_drops")
+# The gateway's table lives across role switches, and so do its counters.
+GATEWAY_COUNTERS = ("forwarded_up", "forwarded_down", "unknown_subscriber", "ttl_expired",
+                    "not_forwarded")
 
 
 def _context() -> nftables.Nftables:
@@ -52,6 +56,21 @@ def read_counters() -> dict[str, int] | None:
             counter = item.get("counter")
             if counter and counter.get("name") == "host_drops":
                 result["guard_drops"] += int(counter["packets"])
+    return result
+
+
+def read_gateway_counters() -> dict[str, int] | None:
+    """Packets per counter of the gateway's table; None when it is not loaded."""
+    nft = _context()
+    nft.set_json_output(True)
+    rc, out, _err = nft.cmd(f"list counters table netdev {GATEWAY_TABLE}")
+    if rc != 0:
+        return None
+    result = {name: 0 for name in GATEWAY_COUNTERS}
+    for item in json.loads(out).get("nftables", []):
+        counter = item.get("counter")
+        if counter and counter.get("name") in result:
+            result[counter["name"]] = int(counter["packets"])
     return result
 
 

@@ -148,6 +148,8 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
     })
     if cfg.has_ipv6:
         files += ["gateway6-maps.nft.in", "gateway6.nft"]
+        if role == MASTER and cfg.advertises_router:
+            files.append("ra-guard.nft")
         defines["gw6_mac"] = (cfg.get("bras_gateway_ipv6_mac") or cfg["bras_gateway_mac"]).lower()
         defines["gw6_addrs"] = _set([str(ipaddress.IPv6Address(cfg[k])) for k in
                                      ("bras_ipv6_link_local", "bras_ipv6_address")])

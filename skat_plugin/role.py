@@ -211,7 +211,18 @@ def show() -> dict[str, Any]:
         "awaiting_election": bool(st.get("awaiting_election", False)),
         "split_brain": bool(state.daemon_status().get("split_brain", False)),
         "daemon": state.daemon_pid(),
+        "gateway": _gateway_show(cfg),
     }
+
+
+def _gateway_show(cfg: Config) -> dict[str, Any] | None:
+    """SKAT's L2 termination: its counters (kept across switches) and the learned table."""
+    if not cfg.terminates:
+        return None
+    from .gateway import subscribers
+
+    return {"counters": nftapply.read_gateway_counters() or {},
+            "subscribers": subscribers.count()}
 
 
 def _require_started() -> dict[str, Any]:

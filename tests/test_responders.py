@@ -171,12 +171,42 @@ def test_master_answers_unicast_ns_with_and_without_option(topo: Topo) -> None:
     assert after["arp_replies"] == before["arp_replies"]
 
 
-def test_master_ignores_dad_unrelated_and_invalid_ns(topo: Topo) -> None:
+def test_master_defends_its_addresses_against_dad(topo: Topo) -> None:
+    """RFC 4862 5.4.3: a DAD probe (NS from ::) for a gateway address gets an NA to
+    all-nodes, solicited clear, override set, with a valid checksum; a probe with a nonce
+    option (Linux, RFC 7527) gets the NA with the target link-layer option."""
+    lab, sub = topo.lab, topo.sub
+    smac = mac_of(lab, sub, "s0")
+    nonce = ICMPv6NDOptSrcLLAddr(lladdr="6791f386047b")  # same shape; the type is patched
+    before = counters(topo)
+    for target in (VGUA, VLL):
+        bare = ns_frame(smac, "::", target, option=False)
+        with_nonce = bytearray(bytes(Ether(bare)[Ether] / nonce))
+        with_nonce[18:20] = (32).to_bytes(2, "big")     # IPv6 payload length
+        with_nonce[78] = 14                              # option type: nonce
+        fixed = Ether(bytes(with_nonce))
+        del fixed[ICMPv6ND_NS].cksum
+        for probe, option in ((bare, False), (bytes(Ether(bytes(fixed))), True)):
+            with Capture(lab, sub, "s0", "icmp6") as cap:
+                send_frames(lab, sub, "s0", [probe])
+            answers = [f for f in nas(cap.stop(), target) if f[Ether].src == VMAC]
+            assert len(answers) == 1, (target, option)
+            na = answers[0]
+            assert (na[Ether].dst, na[IPv6].dst, na[IPv6].src) == \
+                ("33:33:00:00:00:01", "ff02::1", target)
+            assert (na[ICMPv6ND_NA].R, na[ICMPv6ND_NA].S, na[ICMPv6ND_NA].O) == (1, 0, 1)
+            assert (ICMPv6NDOptDstLLAddr in na) == option
+            if option:
+                assert na[ICMPv6NDOptDstLLAddr].lladdr == VMAC
+            assert checksum_ok(na), (target, option)
+    assert counters(topo)["address_defences"] - before["address_defences"] == 4
+    assert counters(topo)["nd_replies"] == before["nd_replies"]
+
+
+def test_master_ignores_unrelated_and_invalid_ns(topo: Topo) -> None:
     lab, sub = topo.lab, topo.sub
     smac = mac_of(lab, sub, "s0")
     probes = [
-        ns_frame(smac, "::", VGUA, option=False),            # DAD probe for the gateway address
-        ns_frame(smac, "::", VLL, option=False),
         ns_frame(smac, "::", VGUA, option=True),             # invalid: DAD never carries SLLA
         ns_frame(smac, SUB_GUA, UNRELATED),                  # somebody else's address
         ns_frame(smac, SUB_GUA, UNRELATED, dst=UNRELATED, option=False),

@@ -63,7 +63,8 @@ def references(topo: Topo) -> dict[str, list[str]]:
     topo.app.cli("vrrp", "set", "master")
     assert ruleset(topo.app) == ref["master"]
     # Sanity of the references themselves: the responders in master, the guard in backup.
-    assert chains(ref["master"]) == {"netdev port_in": 8, "bridge host_out": 0}
+    # split-brain counter, ARP probe + request, 6 ND variants, 4 DAD defences
+    assert chains(ref["master"]) == {"netdev port_in": 13, "bridge host_out": 0}
     assert chains(ref["backup"]) == {"netdev port_in": 0, "netdev port_out": 2,
                                      "bridge host_out": 1}
     return ref
