@@ -36,12 +36,15 @@ from . import (
 from . import state as statefile
 from .config import Config
 from .errors import SkatError
+from .gateway import ra
+from .gateway import sync as tablesync
 from .render import BACKUP, MASTER
 
 STATE_POLL = 0.1     # role changes made by other processes: stat state.json this often
 ELECTION_POLL = 0.02  # watched pid files: one /proc read; must beat a 10 ms advert's timer
 ELECTION_GRACE = 10.0  # s (+ 3 adverts) a start-rule master waits for keepalived to speak
 PORT_POLL = 0.5      # bridge ports (keepalived's track_interface does the failover itself)
+COUNT_EVERY = 30.0   # s between counts of the gateway's table for the metrics (a full list)
 DEFAULT_FIFO = "/run/skat-plugin/keepalived.fifo"
 
 
@@ -117,7 +120,12 @@ class Daemon:
         self.sender: announce.Sender | None = None
         self.announcer: announce.Announcer | None = None
         self.server: control.Server | None = None
+        # Event sources of the gateway (bras_terminate_l2=1): each has fds(), handle(fd,
+        # now), next_due() and run(now); the loop polls their descriptors and deadlines.
+        self.advertiser: ra.RouterAdvertiser | None = None
+        self.table_sync: tablesync.TableSync | None = None
         self.metrics_dirty = True
+        self.subscriber_counts: tuple[float, dict[str, Any]] | None = None  # (when, counts)
         self.owns_run_dir = False  # set once our pid file is written
 
     # -- start and stop ----------------------------------------------------------------------
@@ -142,6 +150,7 @@ class Daemon:
                 "vrrp_notify_fifo", DEFAULT_FIFO))
         self.sender = announce.Sender(self._mark())
         self.announcer = announce.Announcer(self.sender)
+        self.advertiser = ra.RouterAdvertiser(self.sender)
         self.refresh_state(force=True)
         self.check_election()  # also: keepalived died while this daemon was down
 
@@ -150,6 +159,10 @@ class Daemon:
             self.server.close()
         if self.fifo:
             self.fifo.close()
+        if self.advertiser:
+            self.advertiser.stop()
+        if self.table_sync:
+            self.table_sync.close()
         if self.sender:
             self.sender.close()
         if not self.owns_run_dir:
@@ -200,6 +213,9 @@ class Daemon:
         self.metrics_dirty = True
         if self.announcer is None or self.sender is None:
             return
+        if self.table_sync is None or old_cfg is None or self.cfg is None \
+                or old_cfg.values != self.cfg.values:
+            self._renew_table_sync()
         if self.cfg is not None and self._mark() != self.sender.mark:
             self.sender.set_mark(self._mark())  # a reload changed vrrp_socket_mark
         # Master only by SKAT's start rule, with VRRP on: keepalived has not elected this
@@ -217,9 +233,26 @@ class Daemon:
             if not self.announcer.active or (old_cfg and old_cfg.values != self.cfg.values):
                 self.sb.reset()
                 self.announcer.start(announce.Plan.from_config(self.cfg), time.monotonic())
+                if self.advertiser:  # the takeover RA, then the responder and schedule
+                    self.advertiser.stop()
+                    self.advertiser.start(self.cfg, time.monotonic())
         else:
             self.announcer.stop()
+            if self.advertiser:
+                self.advertiser.stop()
             self.sb.reset(None)
+
+    def _renew_table_sync(self) -> None:
+        """The subscriber-table sync follows the loaded configuration (its own socket)."""
+        if self.table_sync:
+            self.table_sync.close()
+            self.table_sync = None
+        if self.cfg is not None:
+            try:
+                self.table_sync = tablesync.TableSync(self.cfg)
+            except Exception as e:  # the sync is not worth the supervisor
+                report.error(f"subscriber-table sync off: cannot start it: {e!r}",
+                             cause="sync")
 
     # -- orders ----------------------------------------------------------------------------
     def apply(self, what: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -365,6 +398,8 @@ class Daemon:
                 "fifo": str(self.fifo.path) if self.fifo else None,
                 "watch_pidfiles": [str(w.path) for w in self.pidwatches],
                 "announcement_rounds": self.announcer.rounds if self.announcer else 0,
+                "router_advertisements": self.advertiser.counters() if self.advertiser else {},
+                "table_sync": self.table_sync.counters() if self.table_sync else {},
                 "role_changes": self.role_changes, "requests": self.requests,
                 "updated": _now_iso()}
 
@@ -382,10 +417,22 @@ class Daemon:
         if not self.opts.metrics_file:
             return
         try:
-            text = metrics.render(role.show(), self.status(), self.role_changes)
+            text = metrics.render(role.show(self._subscriber_counts()), self.status(),
+                                  self.role_changes)
             metrics.write(self.opts.metrics_file, text)
         except Exception as e:  # metrics must never stop the supervisor
             report.warning(f"metrics file {self.opts.metrics_file}: {e}")
+
+    def _subscriber_counts(self) -> dict[str, Any] | None:
+        """The gateway's table sizes, counted at most every COUNT_EVERY seconds."""
+        if self.cfg is None or not self.cfg.terminates:
+            return None
+        now = time.monotonic()
+        if self.subscriber_counts is None or now - self.subscriber_counts[0] > COUNT_EVERY:
+            from .gateway import subscribers
+
+            self.subscriber_counts = (now, subscribers.count())
+        return self.subscriber_counts[1]
 
     def check_split_brain(self, now: float) -> None:
         value = None
@@ -456,11 +503,17 @@ class Daemon:
         now = time.monotonic()
         timers = {"state": now, "election": now, "sb": now, "ports": now, "metrics": now,
                   "watchdog": now}
+        polled: dict[int, Any] = {}  # descriptor -> its event source
         while not self.stopping:
-            deadlines = [*timers.values(), self.announcer.next_due()]
+            polled = self._poll_sources(poller, polled)
+            deadlines = [*timers.values(), self.announcer.next_due(),
+                         *(src.next_due() for src in self._sources())]
             timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
             ready = dict(poller.poll(timeout * 1000))
             now = time.monotonic()
+            for fd in ready:
+                if fd in polled:
+                    polled[fd].handle(fd, now)
             if wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)
@@ -486,6 +539,20 @@ class Daemon:
         self.notifier.send("STOPPING=1")
         return 0
 
+    def _sources(self) -> list[Any]:
+        return [src for src in (self.advertiser, self.table_sync) if src is not None]
+
+    def _poll_sources(self, poller: select.poll, polled: dict[int, Any]) -> dict[int, Any]:
+        """Keep the poller in step with the sources' descriptors (they open and close with
+        the role: the RS listeners exist only while master)."""
+        wanted = {fd: src for src in self._sources() for fd in src.fds()}
+        for fd in polled.keys() - wanted.keys():
+            with contextlib.suppress(KeyError, ValueError):
+                poller.unregister(fd)
+        for fd in wanted.keys() - polled.keys():
+            poller.register(fd, select.POLLIN)
+        return wanted
+
     def _timers(self, timers: dict[str, float], now: float) -> None:
         if now >= timers["election"]:
             timers["election"] = now + ELECTION_POLL
@@ -497,6 +564,12 @@ class Daemon:
                 and now >= self.announcer.next_due():
             self.refresh_state()  # never announce a role another process just left
             self.announcer.run(now)
+        if self.advertiser and (due := self.advertiser.next_due()) is not None and now >= due:
+            self.refresh_state()
+            self.advertiser.run(now)
+        if self.table_sync and (due := self.table_sync.next_due()) is not None \
+                and now >= due:
+            self.table_sync.run(now, self.role == MASTER)
         if self.awaiting_election and self.cfg is not None:
             # The wait is bounded: keepalived may be broken, absent, or was already running
             # before this start and will not repeat itself. Then SKAT's rule stands.

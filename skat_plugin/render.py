@@ -107,8 +107,10 @@ def render(cfg: Config, role: str, own_macs: list[str]) -> RuleSet:
             files.append("master.nft")
             defines["bras_mac"] = mac.lower()
         if cfg.get("bras_arp_ip") is not None:
-            files.append("arp-responder.nft")
+            files += ["arp-responder.nft", "qinq-responder.nft"]
             defines["bras_ip"] = cfg["bras_arp_ip"]
+            defines["bras_ip_hex"] = hex(int(ipaddress.IPv4Address(cfg["bras_arp_ip"])))
+            defines["bras_mac_hex"] = _mac_hex(mac)
         if cfg.has_ipv6:
             files.append("nd-responder.nft")
             defines.update(_nd_defines(cfg))
@@ -129,7 +131,8 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
         files.append("gateway-off.nft")
         return
     files.append("gateway-wake.nft" if role == MASTER else "gateway-sleep.nft")
-    files += ["gateway-maps.nft.in", "gateway.nft"]
+    files += ["gateway-maps.nft.in", "gateway.nft", "gateway-qinq-maps.nft.in",
+              "gateway-qinq.nft"]
     timeout = int(cfg["bras_subscriber_timeout"])
     sync = float(cfg["vrrp_sync_interval"])
     defines.update({
@@ -139,6 +142,8 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
         "down_pairs": _set([f'"{o}" : "{i}"' for i, o in cfg.pairs]),
         "bras_mac": cfg["bras_arp_mac"].lower(),
         "bras_ip": cfg["bras_arp_ip"],
+        "bras_ip_hex": hex(int(ipaddress.IPv4Address(cfg["bras_arp_ip"]))),
+        "bras_mac_hex": _mac_hex(cfg["bras_arp_mac"]),
         "gw_mac": cfg["bras_gateway_mac"].lower(),
         "sub_timeout": f"{timeout}s",
         # A live subscriber is offered to the peers again well before their copy expires.

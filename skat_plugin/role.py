@@ -190,8 +190,12 @@ def stop() -> None:
                      previous_role=old.get("role"), cause="stop")
 
 
-def show() -> dict[str, Any]:
-    """Role, since, counters (monotonic totals) and what the kernel has loaded."""
+def show(subscriber_counts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Role, since, counters (monotonic totals) and what the kernel has loaded.
+
+    subscriber_counts: the gateway's table sizes when the caller has them (the daemon
+    counts at most every half minute: counting lists the whole table).
+    """
     st = state.load()
     if st is None:
         return {"role": "stopped", "vrrp_enable": None, "since": None, "counters": {},
@@ -211,18 +215,19 @@ def show() -> dict[str, Any]:
         "awaiting_election": bool(st.get("awaiting_election", False)),
         "split_brain": bool(state.daemon_status().get("split_brain", False)),
         "daemon": state.daemon_pid(),
-        "gateway": _gateway_show(cfg),
+        "gateway": _gateway_show(cfg, subscriber_counts),
     }
 
 
-def _gateway_show(cfg: Config) -> dict[str, Any] | None:
+def _gateway_show(cfg: Config, counts: dict[str, Any] | None) -> dict[str, Any] | None:
     """SKAT's L2 termination: its counters (kept across switches) and the learned table."""
     if not cfg.terminates:
         return None
-    from .gateway import subscribers
+    if counts is None:
+        from .gateway import subscribers
 
-    return {"counters": nftapply.read_gateway_counters() or {},
-            "subscribers": subscribers.count()}
+        counts = subscribers.count()
+    return {"counters": nftapply.read_gateway_counters() or {}, "subscribers": counts}
 
 
 def _require_started() -> dict[str, Any]:
