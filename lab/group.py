@@ -6,9 +6,21 @@
     A.v0, B.v0, ... ── mgmt (a switch): the VRRP network, 192.0.2.0/24
 
 The subscriber side is one L2 segment (the switch); each appliance has its own uplink, so
-there is no L2 loop. Each appliance runs, as in production: `fdpi_cli start` (master, as SKAT
-documents), `fdpi_cli daemon`, and keepalived configured by `fdpi_cli vrrp
-keepalived-config`. Used by lab/lab.py and by the VRRP tests.
+there is no L2 loop.
+
+With border=True (SKAT's L2 termination, bras_terminate_l2=1) every uplink joins one
+border router instead, behind which a host answers (203.0.113.10, 2001:db8:200::10):
+
+    subscribers ── sw ──┬── A.i0 [A] A.o0 ──┬── border ── host
+                        └── B.i0 [B] B.o0 ──┘
+
+Both switches isolate the appliances' ports from each other (bridge port isolation, as a
+private VLAN does), or the backup's bridge would close an L2 loop: the traffic reaches
+whichever appliance the switches learned the virtual MAC behind, i.e. the master.
+
+Each appliance runs, as in production: `fdpi_cli start` (master, as SKAT documents),
+`fdpi_cli daemon`, and keepalived configured by `fdpi_cli vrrp keepalived-config`.
+Used by lab/lab.py and by the VRRP tests.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+import gatewaylab  # noqa: E402
 from netlab import PYTHON, Appliance, Lab, wait_for  # noqa: E402
 
 VMAC = "02:00:5e:00:01:01"
@@ -82,8 +95,11 @@ def conf_text(priority: int, mgmt_ip: str, peers: list[str] | None, advert_int: 
 class Group:
     def __init__(self, lab: Lab, size: int = 2, advert_int: float = 1.0, version: int = 3,
                  unicast: bool = False, preempt: bool = True, extra_conf: str = "",
-                 unit_caps: bool = False, watch_pidfile: bool = True) -> None:
+                 unit_caps: bool = False, watch_pidfile: bool = True,
+                 border: bool = False) -> None:
         self.lab = lab
+        if border:
+            extra_conf = gatewaylab.GATEWAY_KEYS + extra_conf
         # Run the daemons with only the capabilities skat-plugin-daemon.service grants.
         self.daemon_prefix = ["setpriv", "--bounding-set=-all,+net_admin,+net_raw",
                               "--inh-caps=-all"] if unit_caps else []
@@ -97,6 +113,11 @@ class Group:
         lab.run(self.sub, "ip", "addr", "add", "2001:db8:100::10/64", "dev", "s0", "nodad")
         sw_ports, mgmt_ports = ["p0"], []
         ips = [f"192.0.2.{11 + i}" for i in range(size)]
+        self.border = self.host = ""
+        if border:
+            self.border, self.host = lab.ns("border"), lab.ns("host")
+            gatewaylab.subscriber(lab, self.sub, "s0", ip4="", ip6="")
+            gatewaylab.host_behind(lab, self.border, self.host)
         for i in range(size):
             name = chr(ord("a") + i)
             prio = 200 - 50 * i
@@ -107,9 +128,13 @@ class Group:
                                                 preempt, fifo, vrrp_pid if watch_pidfile
                                                 else None, extra_conf))
             lab.veth(app.ns, "i0", self.sw, f"p{i + 1}")
-            up = lab.ns(f"up{name}")
-            lab.veth(app.ns, "o0", up, "u0")
-            lab.run(up, "ip", "addr", "add", f"100.64.0.{21 + i}/24", "dev", "u0")
+            if border:
+                up = self.border
+                lab.veth(app.ns, "o0", up, f"q{i}")
+            else:
+                up = lab.ns(f"up{name}")
+                lab.veth(app.ns, "o0", up, "u0")
+                lab.run(up, "ip", "addr", "add", f"100.64.0.{21 + i}/24", "dev", "u0")
             lab.veth(app.ns, "v0", self.mgmt, f"m{i}")
             lab.run(app.ns, "ip", "addr", "add", f"{ips[i]}/24", "dev", "v0")
             sw_ports.append(f"p{i + 1}")
@@ -117,6 +142,17 @@ class Group:
             self.nodes.append(Node(name, app, prio, ips[i], vrrp_pid, up))
         lab.switch(self.sw, "br0", sw_ports)
         lab.switch(self.mgmt, "br0", mgmt_ports)
+        if border:
+            for port in sw_ports[1:]:
+                lab.run(self.sw, "bridge", "link", "set", "dev", port, "isolated", "on")
+            # The border router's interface is its switch itself (the bridge device): it
+            # resolves the gateway by ARP/ND there and routes the subscribers through it.
+            lab.run(self.border, "ip", "link", "add", "ubr", "type", "bridge", "stp_state", "0")
+            for i in range(size):
+                lab.run(self.border, "ip", "link", "set", f"q{i}", "master", "ubr")
+                lab.run(self.border, "bridge", "link", "set", "dev", f"q{i}", "isolated", "on")
+            lab.run(self.border, "ip", "link", "set", "ubr", "up")
+            gatewaylab.border_router(lab, self.border, "ubr")
 
     # -- one appliance ---------------------------------------------------------------------
     def start(self, node: Node, keepalived: bool = True) -> None:

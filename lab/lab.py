@@ -5,52 +5,90 @@
     lab/run --advert 0.1          the same with VRRPv3 sub-second adverts
     lab/run --interactive         you trigger failovers yourself
 
-The failover time is what a subscriber sees: the longest gap between answers to ARP
-requests sent every 5 ms to the virtual gateway. VRRP's own bound for it is the master-down
-interval, 3 x advert + skew; the lab prints the ratio.
+The appliances are the subscribers' gateway (SKAT's L2 termination, bras_terminate_l2=1):
+a border router and a host behind it sit on the uplink side. Across each failover the lab
+measures what a subscriber feels: a ping to the host every 5 ms (its longest gap between
+replies), a TCP stream from the host (its longest gap, and whether the connection
+survived), and ARP requests to the gateway every 5 ms. VRRP's own bound for the gap is the
+master-down interval, 3 x advert + skew; the lab prints the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from group import Group, Node, master_down_interval, master_window
-from netlab import Lab, wait_for
+from group import REPO, Group, Node, master_down_interval, master_window
+from netlab import PYTHON, Lab, wait_for
+
+HOST4 = "203.0.113.10"
+STREAM = str(REPO / "lab" / "stream.py")
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
+def keepalived_word(n: Node) -> str:
+    """keepalived's last state from its log, or 'dead' when its process is gone."""
+    last = n.keepalived_state() or "-"
+    if n.keepalived is None or n.keepalived.poll() is not None:
+        return f"dead (last said {last})" if last != "-" else "not running"
+    return last
+
+
 def status(g: Group) -> None:
     for n in g.nodes:
         info = n.app.show()
         c = info["counters"]
-        say(f"  {n.name}: role={info['role']:<7} keepalived={n.keepalived_state() or '-':<7} "
+        gw = info.get("gateway") or {}
+        subs = gw.get("subscribers") or {}
+        say(f"  {n.name}: role={info['role']:<7} keepalived={keepalived_word(n):<7} "
             f"arp_replies={c['arp_replies']:<5} nd_replies={c['nd_replies']:<5} "
+            f"carried up/down={gw.get('counters', {}).get('forwarded_up', 0)}/"
+            f"{gw.get('counters', {}).get('forwarded_down', 0)} "
+            f"subscribers={subs.get('ipv4', 0)}+{subs.get('ipv6', 0)} "
             f"split_brain={info['split_brain']}")
 
 
 def measured(g: Group, what: str, action, seconds: float, backup: Node) -> dict:
-    """Run `action` while the subscriber probes; report the gap and who answered."""
+    """Run `action` while the subscriber pings the host, streams TCP from it and probes
+    the gateway's ARP; report the gaps, the TCP connection's fate and who answered."""
     before = {n.name: n.app.show()["counters"]["arp_replies"] for n in g.nodes}
     w = g.watch(seconds)
+    pinger = g.lab.popen(g.sub, PYTHON, STREAM, "ping", "--host", HOST4,
+                         "--duration", str(seconds))
+    tcp = g.lab.popen(g.sub, PYTHON, STREAM, "recv", "--host", HOST4,
+                      "--duration", str(seconds))
     time.sleep(0.5)
     action()
     r = w.result()
+    p = _json_of(pinger)
+    t = _json_of(tcp)
     after = {n.name: n.app.show()["counters"]["arp_replies"] for n in g.nodes}
     answered = {k: after[k] - before[k] for k in before}
     mdi = master_down_interval(g.advert_int, backup.priority)
-    ratio = r["max_gap_ms"] / 1000 / mdi
-    say(f"  {what}: longest gap {r['max_gap_ms']:.0f} ms = {ratio:.2f} x master-down "
-        f"interval ({mdi * 1000:.0f} ms); {r['sent']} requests, {r['replies']} replies "
-        f"(duplicates: {max(0, r['replies'] - r['sent'])}); answered per appliance: {answered}")
-    return {"what": what, "gap_ms": r["max_gap_ms"], "mdi_ms": mdi * 1000, "ratio": ratio}
+    ratio = p["max_gap_ms"] / 1000 / mdi
+    say(f"  {what}: ping every 5 ms: longest gap {p['max_gap_ms']:.0f} ms = {ratio:.2f} x "
+        f"master-down interval ({mdi * 1000:.0f} ms), {p['received']}/{p['sent']} replies")
+    say(f"    TCP stream: longest gap {t['max_gap_ms']:.0f} ms, "
+        f"{t['bytes'] / 1e6:.1f} MB, connection "
+        f"{'SURVIVED' if t['alive'] else 'LOST: ' + str(t['error'])}")
+    say(f"    ARP to the gateway: longest gap {r['max_gap_ms']:.0f} ms, {r['sent']} requests, "
+        f"{r['replies']} replies (duplicates: {max(0, r['replies'] - r['sent'])}); "
+        f"answered per appliance: {answered}")
+    return {"what": what, "gap_ms": p["max_gap_ms"], "mdi_ms": mdi * 1000, "ratio": ratio,
+            "tcp_gap_ms": t["max_gap_ms"], "tcp": "survived" if t["alive"] else "lost"}
+
+
+def _json_of(proc) -> dict:
+    out, _ = proc.communicate(timeout=120)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def tour(g: Group) -> list[dict]:
@@ -141,7 +179,8 @@ def main() -> int:
     ap.add_argument("--interactive", action="store_true")
     a = ap.parse_args()
     with Lab("lab") as lab:
-        g = Group(lab, 2, advert_int=a.advert, unicast=a.unicast)
+        g = Group(lab, 2, advert_int=a.advert, unicast=a.unicast, border=True)
+        g.lab.popen(g.host, PYTHON, STREAM, "serve")
         say(f"lab: 2 appliances (a: priority {g.nodes[0].priority}, b: "
             f"{g.nodes[1].priority}), VRRPv3 advert {a.advert:g} s, "
             f"{'unicast' if a.unicast else 'multicast'}; namespaces {lab.tag}-*")
@@ -150,10 +189,12 @@ def main() -> int:
             return 0
         results = tour(g)
     say("\n== Summary (failover as the subscriber sees it)")
-    say("| event | time ms | master-down interval ms | ratio |")
-    say("|---|---:|---:|---:|")
+    say("| event | ping gap ms | master-down interval ms | ratio | TCP gap ms | TCP |")
+    say("|---|---:|---:|---:|---:|---|")
     for r in results:
-        say(f"| {r['what']} | {r['gap_ms']:.0f} | {r['mdi_ms']:.0f} | {r['ratio']:.2f} |")
+        tcp = (f"{r['tcp_gap_ms']:.0f} | {r['tcp']}" if "tcp" in r else "- | -")
+        say(f"| {r['what']} | {r['gap_ms']:.0f} | {r['mdi_ms']:.0f} | {r['ratio']:.2f} | "
+            f"{tcp} |")
     return 0
 
 
