@@ -284,3 +284,35 @@ def test_termination_is_hot_and_bad_keys_change_nothing(lab: Lab) -> None:
     assert "skat_gateway" not in lab.run(app.ns, "nft", "list", "tables").stdout
     app.cli("stop")
     assert "skat_gateway" not in lab.run(app.ns, "nft", "list", "tables").stdout
+
+
+def test_ipv6_subscriber_takes_its_default_route_from_the_masters_ra(lab: Lab) -> None:
+    """The daemon's RA at takeover: a subscriber with no static route gets its default
+    router (fe80::1, the virtual MAC) from it and reaches the host; rdisc6 gets one answer;
+    in backup an RS gets none."""
+    from daemonlab import start_daemon
+
+    topo = build(lab, GATEWAY_CONF + "vrrp_election_pidfile=\nbras_ipv6_router_pref=1\n")
+    lab.run(topo.sub, "ip", "-6", "route", "del", "default")
+    lab.run(topo.sub, "sysctl", "-qw", "net.ipv6.conf.s0.accept_ra=1",
+            "net.ipv6.conf.s0.accept_ra_defrtr=1", "net.ipv6.conf.s0.forwarding=0")
+    daemon = start_daemon(topo.app)
+    try:
+        topo.app.cli("vrrp", "set", "master")  # keepalived's word ends the wait: takeover
+
+        def default_route() -> str:
+            return lab.run(topo.sub, "ip", "-6", "route", "show", "default").stdout
+        route = wait_for(default_route, 5, 0.05, "a default route from the takeover RA")
+        assert "via fe80::1 dev s0" in route and "pref high" in route, route
+        ping(lab, topo.sub, HOST6)
+        out = lab.run(topo.sub, "rdisc6", "-1", "-w", "1000", "s0").stdout
+        assert out.count("Hop limit") == 1 and VMAC.upper() in out.upper(), out
+        # daemon.json is published a moment later.
+        wait_for(lambda: daemon.status["router_advertisements"]["ra_sent"] >= 2, 3,
+                 what="the takeover RA and rdisc6's answer in the daemon's counters")
+
+        topo.app.cli("vrrp", "set", "backup")
+        res = lab.run(topo.sub, "rdisc6", "-1", "-w", "1000", "s0", check=False)
+        assert res.returncode != 0 and "Hop limit" not in res.stdout, res.stdout
+    finally:
+        daemon.stop()
