@@ -8,12 +8,13 @@ therefore part of the script, see RuleSet.script).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nftables
 
 from .errors import ApplyError
-from .render import GATEWAY_TABLE, TABLE, RuleSet, nft_dir
+from .render import BACKUP_TABLE, GATEWAY_TABLE, MASTER_TABLE, RuleSet, nft_dir
 
 COUNTERS = ("arp_replies", "nd_replies", "address_defences", "foreign_master_frames",
             "guard_drops")
@@ -32,30 +33,41 @@ def apply(ruleset: RuleSet, directory: Path | None = None) -> None:
     """All of the rule set, or (on any error) none of it: the kernel keeps what it had."""
     nft = _context()
     nft.add_include_path(str(directory or nft_dir()))
-    rc, _out, err = nft.cmd(ruleset.script(directory))
+    present = _tables(nft) if ruleset.replaces else frozenset()
+    rc, _out, err = nft.cmd(ruleset.script(directory, present))
     if rc != 0:
         raise ApplyError(f"the kernel refused the {ruleset.role} rule set, nothing was "
                          f"changed: {err.strip()}")
 
 
-def read_counters() -> dict[str, int] | None:
-    """Packets per named counter of the plugin's tables; None when the plugin is not loaded."""
-    nft = _context()
-    nft.set_json_output(True)
-    rc, out, _err = nft.cmd(f"list counters table netdev {TABLE}")
+def _tables(nft: nftables.Nftables) -> frozenset[tuple[str, str]]:
+    """(family, name) of every table in the kernel (text listing: see loaded_role)."""
+    rc, out, _err = nft.cmd("list tables")
+    return frozenset(re.findall(r"^table (\w+) (\S+)$", out, re.M)) if rc == 0 else frozenset()
+
+
+def _counters(nft: nftables.Nftables, family: str, table: str) -> dict[str, int] | None:
+    rc, out, _err = nft.cmd(f"list counters table {family} {table}")
     if rc != 0:
         return None
-    result = {name: 0 for name in COUNTERS}
-    for item in json.loads(out).get("nftables", []):
-        counter = item.get("counter")
-        if counter and counter.get("name") in result:
-            result[counter["name"]] = int(counter["packets"])
-    rc, out, _err = nft.cmd(f"list counters table bridge {TABLE}")
-    if rc == 0:
-        for item in json.loads(out).get("nftables", []):
-            counter = item.get("counter")
-            if counter and counter.get("name") == "host_drops":
-                result["guard_drops"] += int(counter["packets"])
+    return {item["counter"]["name"]: int(item["counter"]["packets"])
+            for item in json.loads(out).get("nftables", []) if "counter" in item}
+
+
+def read_counters() -> dict[str, int] | None:
+    """Packets per named counter of the role tables; None when the plugin is not loaded.
+
+    Both roles' tables stay loaded, so their counters run on across role switches; they
+    start again at a full load (start, reload).
+    """
+    nft = _context()
+    nft.set_json_output(True)
+    master = _counters(nft, "netdev", MASTER_TABLE)
+    if master is None:
+        return None
+    found = {**master, **(_counters(nft, "netdev", BACKUP_TABLE) or {})}
+    result = {name: found.get(name, 0) for name in COUNTERS}
+    result["guard_drops"] += (_counters(nft, "bridge", BACKUP_TABLE) or {}).get("host_drops", 0)
     return result
 
 
@@ -75,14 +87,14 @@ def read_gateway_counters() -> dict[str, int] | None:
 
 
 def loaded_role() -> str | None:
-    """Which role's rule set is in the kernel, judged from the kernel itself."""
+    """Which role's tables are awake in the kernel, judged from the kernel itself.
+
+    The master's table is dormant in backup. (Read from the text listing: nft 1.0.6 prints
+    table flags wrongly in JSON.)
+    """
     nft = _context()
-    nft.set_json_output(True)
-    rc, out, _err = nft.cmd("list chains netdev")
+    rc, out, _err = nft.cmd(f"list table netdev {MASTER_TABLE}")
     if rc != 0:
         return None
-    chains = {item["chain"]["name"] for item in json.loads(out).get("nftables", [])
-              if "chain" in item and item["chain"].get("table") == TABLE}
-    if not chains:
-        return None
-    return "backup" if "port_out" in chains else "master"
+    head = out.split("chain", 1)[0].split("counter", 1)[0]
+    return "backup" if re.search(r"^\s*flags\s.*\bdormant\b", head, re.M) else "master"

@@ -20,7 +20,8 @@ MASTER = "master"
 BACKUP = "backup"
 ROLES = (MASTER, BACKUP)
 
-TABLE = "skat_plugin"
+MASTER_TABLE = "skat_plugin_master"  # netdev: awake in master, dormant in backup
+BACKUP_TABLE = "skat_plugin_backup"  # netdev and bridge: awake in backup
 GATEWAY_TABLE = "skat_gateway"  # lives across role switches: the learned subscribers
 
 
@@ -35,21 +36,34 @@ def nft_dir() -> Path:
     return Path("/usr/share/skat-plugin/nft")
 
 
+# The tables a full load builds anew (the gateway's is not here: it keeps the subscribers it
+# learned). `skat_plugin` is the single table of versions before the dormant role tables.
+ROLE_TABLES = (("netdev", MASTER_TABLE), ("netdev", BACKUP_TABLE), ("bridge", BACKUP_TABLE),
+               ("inet", "skat_plugin_vrrp"), ("netdev", "skat_plugin"), ("bridge", "skat_plugin"))
+
+
 @dataclass(frozen=True)
 class RuleSet:
     role: str
     files: list[str]
     defines: dict[str, str] = field(default_factory=dict)
+    # Tables deleted first, in the same transaction, where they exist (nftapply knows which):
+    # the files then build them from nothing. Not `table X` + `delete table X`: that
+    # updates an existing table, and a table may be updated once per transaction, which the
+    # dormant flag of the role files needs.
+    replaces: tuple[tuple[str, str], ...] = ()
 
-    def script(self, directory: Path | None = None) -> str:
+    def script(self, directory: Path | None = None,
+               present: frozenset[tuple[str, str]] = frozenset()) -> str:
         """The nft input that loads every file of the set in one transaction.
 
         Values reach it only after validation (schema.py), so none can carry nft syntax.
         A `.nft.in` file is a template for what nft takes no define in (set timeouts): its
         text is put in with the values substituted, where an `.nft` file is included.
+        present: the (family, table) pairs the kernel has now.
         """
         defines = "".join(f"define {k} = {v}\n" for k, v in self.defines.items())
-        body = []
+        body = [f"delete table {f} {t}\n" for f, t in self.replaces if (f, t) in present]
         for name in self.files:
             if name.endswith(".nft.in"):
                 text = ((directory or nft_dir()) / name).read_text()
@@ -94,35 +108,51 @@ def _nd_defines(cfg: Config) -> dict[str, str]:
 
 
 def render(cfg: Config, role: str, own_macs: list[str]) -> RuleSet:
-    """The rule set of `role`. own_macs: the MACs of this appliance's ports and bridges."""
+    """Both roles' tables, `role` awake and the other dormant: what start and reload load.
+
+    own_macs: the MACs of this appliance's ports and bridges (the backup guard's list).
+    """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    files = ["reset.nft", "common.nft"]
+    files = ["common.nft"]
     # Terminating, the master answers on the uplink side too: the border resolves the gateway.
     answering = cfg.ports if cfg.terminates else cfg.in_ports
     defines = {"gateway_ports": _ifnames(answering)}
     mac = cfg.get("bras_arp_mac")
-    if role == MASTER:
-        if mac is not None:
-            files.append("master.nft")
-            defines["bras_mac"] = mac.lower()
-        if cfg.get("bras_arp_ip") is not None:
-            files += ["arp-responder.nft", "qinq-responder.nft"]
-            defines["bras_ip"] = cfg["bras_arp_ip"]
-            defines["bras_ip_hex"] = hex(int(ipaddress.IPv4Address(cfg["bras_arp_ip"])))
-            defines["bras_mac_hex"] = _mac_hex(mac)
-        if cfg.has_ipv6:
-            files.append("nd-responder.nft")
-            defines.update(_nd_defines(cfg))
-    else:
-        files.append("backup.nft")
-        macs = sorted({m.lower() for m in own_macs} | ({mac.lower()} if mac else set()))
-        defines["all_ports"] = _ifnames(cfg.ports)
-        defines["skat_mark"] = hex(cfg["vrrp_socket_mark"])
-        defines["own_macs"] = _set(macs)
+    # The master's table: the virtual gateway's responders and the split-brain counter.
+    if mac is not None:
+        files.append("master.nft")
+        defines["bras_mac"] = mac.lower()
+    if cfg.get("bras_arp_ip") is not None:
+        files += ["arp-responder.nft", "qinq-responder.nft"]
+        defines["bras_ip"] = cfg["bras_arp_ip"]
+        defines["bras_ip_hex"] = hex(int(ipaddress.IPv4Address(cfg["bras_arp_ip"])))
+        defines["bras_mac_hex"] = _mac_hex(mac)
+    if cfg.has_ipv6:
+        files.append("nd-responder.nft")
+        defines.update(_nd_defines(cfg))
+    # The backup's tables: the guard.
+    files.append("backup.nft")
+    macs = sorted({m.lower() for m in own_macs} | ({mac.lower()} if mac else set()))
+    defines["all_ports"] = _ifnames(cfg.ports)
+    defines["skat_mark"] = hex(cfg["vrrp_socket_mark"])
+    defines["own_macs"] = _set(macs)
     _add_vrrp_firewall(cfg, files, defines)
     _add_gateway(cfg, role, files, defines)
-    return RuleSet(role, files, defines)
+    files.append(f"role-{role}.nft")
+    return RuleSet(role, files, defines, replaces=ROLE_TABLES)
+
+
+def render_switch(cfg: Config, role: str) -> RuleSet:
+    """A role switch alone: flip which tables are awake, in one small transaction. Valid
+    only over a full load (render) of the same configuration."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    files = [f"role-{role}.nft"]
+    if cfg.terminates:
+        files += ["gateway-present.nft",
+                  "gateway-wake.nft" if role == MASTER else "gateway-sleep.nft"]
+    return RuleSet(role, files)
 
 
 def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, str]) -> None:
@@ -153,7 +183,7 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
     })
     if cfg.has_ipv6:
         files += ["gateway6-maps.nft.in", "gateway6.nft"]
-        if role == MASTER and cfg.advertises_router:
+        if cfg.advertises_router:
             files.append("ra-guard.nft")
         defines["gw6_mac"] = (cfg.get("bras_gateway_ipv6_mac") or cfg["bras_gateway_mac"]).lower()
         defines["gw6_addrs"] = _set([str(ipaddress.IPv6Address(cfg[k])) for k in
@@ -180,4 +210,4 @@ def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -
 
 def render_stop() -> RuleSet:
     """Removes the plugin's tables, the gateway's included (and nothing else)."""
-    return RuleSet("stopped", ["reset.nft", "gateway-off.nft"])
+    return RuleSet("stopped", [], replaces=(*ROLE_TABLES, ("netdev", GATEWAY_TABLE)))

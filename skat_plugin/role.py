@@ -19,7 +19,7 @@ from typing import Any
 
 from . import nftapply, ports, render, report, state
 from .config import Config
-from .errors import ConfigError, RoleError, SkatError
+from .errors import ApplyError, ConfigError, RoleError, SkatError
 from .render import BACKUP, MASTER
 
 # keepalived (notify FIFO / notify script) state -> appliance role. FAULT and STOP must not
@@ -32,16 +32,29 @@ def _now() -> str:
 
 
 def _switch(cfg: Config, role: str, cause: str, old: dict[str, Any] | None,
-            own_macs: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    """Apply `role` with `cfg` and record it. The caller holds the lock."""
-    old = old or {}
-    # Counters restart with every new table; keep their totals monotonic across switches.
-    base = dict(old.get("counters_base", {}))
-    for name, value in (nftapply.read_counters() or {}).items():
-        base[name] = base.get(name, 0) + value
-    macs = own_macs if own_macs is not None else old.get("own_macs", [])
+            own_macs: list[str] | None = None, full: bool = True,
+            **extra: Any) -> dict[str, Any]:
+    """Apply `role` with `cfg` and record it. The caller holds the lock.
 
-    nftapply.apply(render.render(cfg, role, macs))
+    full=False: only flip which role's tables are awake (both were loaded by the last full
+    load of this same configuration): a transaction of a few lines, well under a
+    millisecond in the kernel. If the tables are not there any more, it loads everything.
+    """
+    old = old or {}
+    base = dict(old.get("counters_base", {}))
+    macs = own_macs if own_macs is not None else old.get("own_macs", [])
+    if not full:
+        try:
+            nftapply.apply(render.render_switch(cfg, role))
+        except ApplyError as e:
+            report.warning(f"the loaded tables cannot be switched ({e}); loading the whole "
+                           f"{role} rule set", cause=cause)
+            full = True
+    if full:
+        # Counters restart with the new tables: keep their totals monotonic.
+        for name, value in (nftapply.read_counters() or {}).items():
+            base[name] = base.get(name, 0) + value
+        nftapply.apply(render.render(cfg, role, macs))
 
     previous = old.get("role")
     new = {**old, **extra,
@@ -163,7 +176,7 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
                 report.warning(f"vrrp set {role} ({cause}) ignored: {why}", role=old["role"],
                                cause=cause, keepalived_state=latest["state"])
                 return {**old, "ignored": why}
-        return _switch(cfg, role, cause, old, **extra)
+        return _switch(cfg, role, cause, old, full=False, **extra)
 
 
 def end_wait(why: str) -> dict[str, Any]:

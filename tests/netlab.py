@@ -14,7 +14,9 @@ namespace), so their short names cannot collide either.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -161,6 +163,28 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 def _pids_in(ns: str) -> list[int]:
     res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
     return [int(p) for p in res.stdout.split()]
+
+
+def nft_tables(lab: Lab, ns: str) -> list[str]:
+    """Every table as "family name", with " dormant" when it sleeps. From the text listing:
+    nft 1.0.6 prints a dormant table's flags in JSON as garbage (whatever the pointer finds,
+    newlines included), which breaks `nft -j list tables` and `list ruleset`."""
+    text = lab.run(ns, "nft", "list", "ruleset").stdout
+    return sorted(f"{fam} {name}{' dormant' if flags else ''}" for fam, name, flags in
+                  re.findall(r"^table (\w+) (\w+) \{\n(\s*flags dormant)?", text, re.M))
+
+
+def nft_rules(lab: Lab, ns: str) -> list[dict]:
+    """Every chain and its rules, as nft's JSON objects (listed chain by chain: those
+    listings carry no table object, so no table flags)."""
+    items: list[dict] = []
+    for item in json.loads(lab.run(ns, "nft", "-j", "list", "chains").stdout)["nftables"]:
+        if "chain" in item:
+            c = item["chain"]
+            out = lab.run(ns, "nft", "-j", "list", "chain", c["family"], c["table"],
+                          c["name"]).stdout
+            items += [i for i in json.loads(out)["nftables"] if "metainfo" not in i]
+    return items
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02, what: str = "condition"):

@@ -28,8 +28,8 @@ def appliance_macs(topo: Topo) -> set[str]:
 
 
 def nft_counter(topo: Topo, family: str, name: str) -> int:
-    out = topo.lab.run(topo.app.ns, "nft", "-j", "list", "counter", family, "skat_plugin",
-                       name).stdout
+    out = topo.lab.run(topo.app.ns, "nft", "-j", "list", "counter", family,
+                       "skat_plugin_backup", name).stdout
     return next(i["counter"]["packets"] for i in json.loads(out)["nftables"] if "counter" in i)
 
 

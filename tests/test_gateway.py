@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import VGUA, VIP, VLL, VMAC
 from gatewaylab import GATEWAY_CONF, GW_MAC, HOST4, HOST6, SUB4, SUB6, GatewayTopo, build
-from netlab import PYTHON, Lab, wait_for
+from netlab import PYTHON, Lab, nft_rules, nft_tables, wait_for
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
@@ -56,9 +56,8 @@ def serve_http(topo: GatewayTopo, size_mb: int = 8) -> None:
 
 def loaded_rules(topo: GatewayTopo) -> list[str]:
     """Tables, chains and rules in the kernel, without counters and learned elements."""
-    out = topo.lab.run(topo.app.ns, "nft", "-j", "-s", "list", "ruleset").stdout
-    return sorted(json.dumps(i, sort_keys=True) for i in json.loads(out)["nftables"]
-                  if "rule" in i or "chain" in i or "table" in i)
+    return sorted([*nft_tables(topo.lab, topo.app.ns),
+                   *(json.dumps(i, sort_keys=True) for i in nft_rules(topo.lab, topo.app.ns))])
 
 
 def curl(topo: GatewayTopo, url: str, *extra: str) -> str:

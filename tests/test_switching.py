@@ -12,16 +12,17 @@ import subprocess
 import time
 
 from conftest import BASE_CONF, Topo, build_topo
-from netlab import Appliance, Lab
+from netlab import Appliance, Lab, nft_rules, nft_tables
 
 ROLES = ("master", "backup")
 
 
 def ruleset(app: Appliance) -> list[str]:
-    """The kernel's rule set as comparable items: no handles, no counter values."""
-    out = app.lab.run(app.ns, "nft", "-j", "list", "ruleset").stdout
-    items = []
-    for item in json.loads(out)["nftables"]:
+    """The kernel's rule set as comparable items: which tables exist and sleep, the chains
+    and rules (no handles), the counters (no values)."""
+    items = [f"table {t}" for t in nft_tables(app.lab, app.ns)]
+    counters = app.lab.run(app.ns, "nft", "-j", "list", "counters").stdout
+    for item in nft_rules(app.lab, app.ns) + json.loads(counters)["nftables"]:
         if "metainfo" in item:
             continue
         ((kind, body),) = item.items()
@@ -31,15 +32,15 @@ def ruleset(app: Appliance) -> list[str]:
 
 
 def tables(app: Appliance) -> list[str]:
-    out = app.lab.run(app.ns, "nft", "-j", "list", "tables").stdout
-    return sorted(f"{i['table']['family']} {i['table']['name']}"
-                  for i in json.loads(out)["nftables"] if "table" in i)
+    return [t.removesuffix(" dormant") for t in nft_tables(app.lab, app.ns)]
 
 
 def chains(rules: list[str]) -> dict[str, int]:
     """chain name -> number of rules in it."""
     result: dict[str, int] = {}
     for text in rules:
+        if text.startswith("table "):
+            continue
         item = json.loads(text)
         if "chain" in item:
             result.setdefault(f"{item['chain']['family']} {item['chain']['name']}", 0)
@@ -52,7 +53,8 @@ def chains(rules: list[str]) -> dict[str, int]:
 def assert_role(app: Appliance, role: str, reference: dict[str, list[str]]) -> None:
     info = app.show()
     assert (info["role"], info["kernel_role"]) == (role, role), info
-    assert tables(app) == ["bridge skat_plugin", "netdev skat_plugin"]
+    assert tables(app) == ["bridge skat_plugin_backup", "netdev skat_plugin_backup",
+                           "netdev skat_plugin_master"]
     assert ruleset(app) == reference[role]
 
 
@@ -62,11 +64,15 @@ def references(topo: Topo) -> dict[str, list[str]]:
     ref["backup"] = ruleset(topo.app)
     topo.app.cli("vrrp", "set", "master")
     assert ruleset(topo.app) == ref["master"]
-    # Sanity of the references themselves: the responders in master, the guard in backup.
-    # split-brain counter, ARP probe + request, 6 ND variants, 4 DAD defences
-    assert chains(ref["master"]) == {"netdev port_in": 13, "bridge host_out": 0}
-    assert chains(ref["backup"]) == {"netdev port_in": 0, "netdev port_out": 2,
-                                     "bridge host_out": 1}
+    # Sanity of the references themselves: both roles' tables are loaded in both roles
+    # (split-brain counter, ARP probe + request, QinQ ARP probe + request, 6 ND variants,
+    # 4 DAD defences; the guard), and only which of them sleeps differs.
+    both = {"netdev port_in": 15, "netdev port_out": 2, "bridge host_out": 1}
+    assert chains(ref["master"]) == chains(ref["backup"]) == both
+    assert [i for i in ref["master"] if i.endswith(" dormant")] == [
+        "table bridge skat_plugin_backup dormant", "table netdev skat_plugin_backup dormant"]
+    assert [i for i in ref["backup"] if i.endswith(" dormant")] == [
+        "table netdev skat_plugin_master dormant"]
     return ref
 
 
