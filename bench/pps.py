@@ -226,7 +226,10 @@ class Bench:
                      f"net.bridge.bridge-nf-call-ip6tables={on}",
                      f"net.bridge.bridge-nf-call-arptables={on}")
         app.cli("stop")
-        if case.role is not None:
+        if case.role is None:  # bare means bare: no table of the plugin's left behind
+            left = self.lab.run(app.ns, "nft", "list", "tables").stdout.strip()
+            assert not left, f"after fdpi_cli stop: {left}"
+        else:
             app.write_conf(self.conf(case))
             app.cli("start")
             app.cli("vrrp", "set", case.role)
