@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import select
 import signal
@@ -39,11 +40,17 @@ from .errors import SkatError
 from .gateway import ra
 from .gateway import sync as tablesync
 from .render import BACKUP, MASTER
+from .watch.election import ElectionWatch
+from .watch.files import FileWatch
+from .watch.links import LinkWatch
+from .watch.ruleset import RulesetWatch
 
-STATE_POLL = 0.1     # role changes made by other processes: stat state.json this often
-ELECTION_POLL = 0.02  # watched pid files: one /proc read; must beat a 10 ms advert's timer
 ELECTION_GRACE = 10.0  # s (+ 3 adverts) a start-rule master waits for keepalived to speak
-PORT_POLL = 0.5      # bridge ports (keepalived's track_interface does the failover itself)
+# Repairs of the rule set: more than REPAIR_BURST within REPAIR_WINDOW seconds means a
+# writer keeps undoing them; the daemon then waits, doubling up to REPAIR_BACKOFF_MAX.
+REPAIR_BURST = 3
+REPAIR_WINDOW = 10.0
+REPAIR_BACKOFF_MAX = 60.0
 COUNT_EVERY = 30.0   # s between counts of the gateway's table for the metrics (a full list)
 DEFAULT_FIFO = "/run/skat-plugin/keepalived.fifo"
 
@@ -124,6 +131,17 @@ class Daemon:
         # now), next_due() and run(now); the loop polls their descriptors and deadlines.
         self.advertiser: ra.RouterAdvertiser | None = None
         self.table_sync: tablesync.TableSync | None = None
+        # The kernel's events (watch/): rule-set changes, the election process, links, and
+        # the run directory's files (state.json written by a CLI process).
+        self.ruleset_watch: RulesetWatch | None = None
+        self.election_watch: ElectionWatch | None = None
+        self.link_watch: LinkWatch | None = None
+        self.file_watch: FileWatch | None = None
+        self.expected: tuple[Any, str] | None = None  # (state signature, rules fingerprint)
+        self.repairs: list[float] = []  # monotonic times of recent repairs
+        self.repairs_total = 0
+        self.repair_backoff = 0.0
+        self.repair_not_before = 0.0
         self.metrics_dirty = True
         self.subscriber_counts: tuple[float, dict[str, Any]] | None = None  # (when, counts)
         self.owns_run_dir = False  # set once our pid file is written
@@ -153,6 +171,12 @@ class Daemon:
         self.advertiser = ra.RouterAdvertiser(self.sender)
         self.refresh_state(force=True)
         self.check_election()  # also: keepalived died while this daemon was down
+        self.election_watch = ElectionWatch(self.pidwatches, self.check_election)
+        self.file_watch = FileWatch(self.run_dir, {"state.json"}, self.refresh_state)
+        self.link_watch = LinkWatch(self.check_ports)
+        self.ruleset_watch = RulesetWatch(self.check_rules)
+        self.check_rules(time.monotonic())  # also: flushed while this daemon was down
+        self.check_ports()
 
     def teardown(self) -> None:
         if self.server:
@@ -161,8 +185,10 @@ class Daemon:
             self.fifo.close()
         if self.advertiser:
             self.advertiser.stop()
-        if self.table_sync:
-            self.table_sync.close()
+        for source in (self.table_sync, self.election_watch, self.file_watch,
+                       self.link_watch, self.ruleset_watch):
+            if source:
+                source.close()
         if self.sender:
             self.sender.close()
         if not self.owns_run_dir:
@@ -401,6 +427,7 @@ class Daemon:
                 "router_advertisements": self.advertiser.counters() if self.advertiser else {},
                 "table_sync": self.table_sync.counters() if self.table_sync else {},
                 "role_changes": self.role_changes, "requests": self.requests,
+                "rule_repairs": self.repairs_total,
                 "updated": _now_iso()}
 
     def publish(self) -> None:
@@ -456,6 +483,40 @@ class Daemon:
             if self.role == MASTER and self.announcer and self.cfg:
                 self.announcer.start(announce.Plan.from_config(self.cfg), now)
 
+    def check_rules(self, now: float) -> None:
+        """The rule set changed (any writer): are the plugin's tables still what its last
+        change loaded? If not, load them again, report it, and back off from a writer that
+        keeps undoing the repair."""
+        if now < self.repair_not_before:
+            if self.ruleset_watch:
+                self.ruleset_watch.check_at(self.repair_not_before)
+            return
+        try:
+            self.expected, what = role.keep(self.expected)
+        except SkatError as e:
+            report.error(f"rules could not be repaired: {e}", role=self.role,
+                         cause="rules-repair-failed")
+            return
+        except Exception as e:  # a bug must not take the supervisor down
+            report.error(f"rules check: internal error: {e!r}")
+            return
+        if what is None:
+            return
+        self.repairs_total += 1
+        self.metrics_dirty = True
+        self.repairs = [t for t in self.repairs if now - t < REPAIR_WINDOW] + [now]
+        report.warning(f"rules repaired: {what}; the {self.role} rule set is loaded again",
+                       role=self.role, cause="rules-repaired")
+        if len(self.repairs) > REPAIR_BURST:
+            self.repair_backoff = min(REPAIR_BACKOFF_MAX, max(1.0, 2 * self.repair_backoff))
+            self.repair_not_before = now + self.repair_backoff
+            report.error(f"another writer keeps changing the plugin's rules "
+                         f"({len(self.repairs)} repairs within {REPAIR_WINDOW:g} s): the next "
+                         f"repair waits {self.repair_backoff:g} s", role=self.role,
+                         cause="rules-flapping")
+        elif len(self.repairs) == 1:
+            self.repair_backoff = 0.0
+
     def check_ports(self) -> None:
         """Report each change of the ports' fitness once (the journal, STATUS, metrics).
 
@@ -501,19 +562,27 @@ class Daemon:
                      role=self.role, cause="daemon-start")
 
         now = time.monotonic()
-        timers = {"state": now, "election": now, "sb": now, "ports": now, "metrics": now,
-                  "watchdog": now}
+        # What is left on a clock is what is periodic by nature: the master's refreshes
+        # and split-brain look, the metrics file, systemd's watchdog, the end of a wait.
+        timers = {"sb": now, "metrics": now, "watchdog": now}
         polled: dict[int, Any] = {}  # descriptor -> its event source
         while not self.stopping:
             polled = self._poll_sources(poller, polled)
-            deadlines = [*timers.values(), self.announcer.next_due(),
+            deadlines = [*timers.values(), self.announcer.next_due(), self._wait_ends(),
                          *(src.next_due() for src in self._sources())]
-            timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
-            ready = dict(poller.poll(timeout * 1000))
+            first = min(d for d in deadlines if d is not None)
+            # Nothing due: sleep until an event (poll without a timeout).
+            timeout = None if first == math.inf else max(0.0, first - time.monotonic()) * 1000
+            ready = dict(poller.poll(timeout))
             now = time.monotonic()
             for fd in ready:
                 if fd in polled:
                     polled[fd].handle(fd, now)
+            for src in self._sources():
+                due = src.next_due()
+                if due is not None and now >= due and src not in (self.advertiser,
+                                                                  self.table_sync):
+                    src.run(now)
             if wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)
@@ -540,7 +609,9 @@ class Daemon:
         return 0
 
     def _sources(self) -> list[Any]:
-        return [src for src in (self.advertiser, self.table_sync) if src is not None]
+        return [src for src in (self.election_watch, self.file_watch, self.link_watch,
+                                self.ruleset_watch, self.advertiser, self.table_sync)
+                if src is not None]
 
     def _poll_sources(self, poller: select.poll, polled: dict[int, Any]) -> dict[int, Any]:
         """Keep the poller in step with the sources' descriptors (they open and close with
@@ -553,13 +624,13 @@ class Daemon:
             poller.register(fd, select.POLLIN)
         return wanted
 
+    def _wait_ends(self) -> float | None:
+        """When a start-rule master stops waiting for the election (a deadline, no poll)."""
+        if not self.awaiting_election or self.cfg is None:
+            return None
+        return self.awaiting_since + ELECTION_GRACE + 3 * float(self.cfg["vrrp_advert_int"])
+
     def _timers(self, timers: dict[str, float], now: float) -> None:
-        if now >= timers["election"]:
-            timers["election"] = now + ELECTION_POLL
-            self.check_election()
-        if now >= timers["state"]:
-            timers["state"] = now + STATE_POLL
-            self.refresh_state()
         if self.announcer and self.announcer.next_due() is not None \
                 and now >= self.announcer.next_due():
             self.refresh_state()  # never announce a role another process just left
@@ -570,19 +641,17 @@ class Daemon:
         if self.table_sync and (due := self.table_sync.next_due()) is not None \
                 and now >= due:
             self.table_sync.run(now, self.role == MASTER)
-        if self.awaiting_election and self.cfg is not None:
+        ends = self._wait_ends()
+        if ends is not None and now >= ends:
             # The wait is bounded: keepalived may be broken, absent, or was already running
             # before this start and will not repeat itself. Then SKAT's rule stands.
-            grace = ELECTION_GRACE + 3 * float(self.cfg["vrrp_advert_int"])
-            if now - self.awaiting_since > grace:
-                self.awaiting_since = now  # once; end_wait() changes state.json
-                self.apply("end of the wait for an election", lambda: role.end_wait(
-                    f"nothing from keepalived for {grace:.0f} s"))
-        if now >= timers["ports"]:
-            timers["ports"] = now + PORT_POLL
-            self.check_ports()
+            grace = ends - self.awaiting_since
+            self.awaiting_since = now  # once; end_wait() changes state.json
+            self.apply("end of the wait for an election", lambda: role.end_wait(
+                f"nothing from keepalived for {grace:.0f} s"))
         if now >= timers["sb"]:
-            timers["sb"] = now + splitbrain.POLL
+            # Only a master can see another master; a backup has nothing to look at.
+            timers["sb"] = now + splitbrain.POLL if self.role == MASTER else math.inf
             self.check_split_brain(now)
             self.publish()
         if self.metrics_dirty or now >= timers["metrics"]:
@@ -591,10 +660,12 @@ class Daemon:
             self.write_metrics()
             self.publish()
         if self.notifier.watchdog is None:
-            timers["watchdog"] = now + 3600
+            timers["watchdog"] = math.inf
         elif now >= timers["watchdog"]:
             timers["watchdog"] = now + self.notifier.watchdog
             self.notifier.send("WATCHDOG=1")
+        if self.role == MASTER and timers["sb"] == math.inf:
+            timers["sb"] = now  # entered master: start looking
 
     def _on_stop(self, signum: int, _frame: object) -> None:
         self.stopping = True

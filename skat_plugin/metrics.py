@@ -15,7 +15,7 @@ from . import atomicfile
 from .nftapply import COUNTERS, GATEWAY_COUNTERS
 
 DEFAULT_PATH = "/var/lib/prometheus/node-exporter/skat_plugin.prom"
-REFRESH = 5.0
+REFRESH = 15.0  # and at every change the daemon sees
 ROLES = ("master", "backup", "stopped")
 PREFIX = "skat_plugin"
 
@@ -81,6 +81,8 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
     metric("gateway_subscribers", "gauge", "Subscribers in the gateway's table (learned or "
            "received from the group's master).",
            [(f'{{family="{f}"}}', subs.get(f, 0)) for f in ("ipv4", "ipv6")])
+    metric("rule_repairs_total", "counter", "Times the daemon loaded its rules again after "
+           "another writer removed or changed them.", [("", daemon.get("rule_repairs", 0))])
     metric("split_brain", "gauge", "1 while another master sends from the virtual MAC.",
            [("", 1 if daemon.get("split_brain") else 0)])
     metric("port_problems", "gauge", "Bridge ports missing, down or not bridged right now.",

@@ -7,6 +7,7 @@ therefore part of the script, see RuleSet.script).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -84,6 +85,25 @@ def read_gateway_counters() -> dict[str, int] | None:
         if counter and counter.get("name") in result:
             result[counter["name"]] = int(counter["packets"])
     return result
+
+
+# Every table of the plugin: what a repair puts back, and what a fingerprint covers.
+ALL_TABLES = (("netdev", MASTER_TABLE), ("netdev", BACKUP_TABLE), ("bridge", BACKUP_TABLE),
+              ("inet", "skat_plugin_vrrp"), ("netdev", GATEWAY_TABLE))
+
+
+def fingerprint() -> str:
+    """A digest of the plugin's tables as the kernel holds them: rules, chains, sets and
+    table flags, without counter values or set elements (terse, stateless listing), so
+    that only a change of the rules themselves changes it."""
+    nft = _context()
+    nft.set_terse_output(True)
+    nft.set_stateless_output(True)
+    digest = hashlib.sha256()
+    for family, table in ALL_TABLES:
+        rc, out, _err = nft.cmd(f"list table {family} {table}")
+        digest.update(out.encode() if rc == 0 else f"no {family} {table}\n".encode())
+    return digest.hexdigest()
 
 
 def loaded_role() -> str | None:

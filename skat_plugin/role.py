@@ -179,6 +179,36 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
         return _switch(cfg, role, cause, old, full=False, **extra)
 
 
+def keep(expected: tuple[Any, str] | None) -> tuple[tuple[Any, str] | None, str | None]:
+    """Are the plugin's tables what the last change loaded? If not, load them again.
+
+    expected: (state signature, rule-set fingerprint) taken after the last change, or None.
+    A changed state file means someone (under this lock) loaded new rules: they become the
+    expectation. Otherwise a different fingerprint means another writer (a `flush
+    ruleset`, an operator's nft command) changed or removed the plugin's tables: the
+    current role and configuration are loaded again. Without an expectation (the daemon
+    just started), the tables are only judged by the role they hold.
+    Returns the new expectation and, after a repair, what was wrong (else None).
+    """
+    with state.locked():
+        st = state.load()
+        if st is None:
+            return None, None
+        sig = state.signature()
+        current = nftapply.fingerprint()
+        if expected is not None and (expected[0] != sig or expected[1] == current):
+            return (sig, current), None
+        loaded = nftapply.loaded_role()
+        if expected is None and loaded == st["role"]:
+            return (sig, current), None
+        what = ("the plugin's tables were removed" if loaded is None else
+                f"the kernel holds the {loaded} rules, not the {st['role']}'s"
+                if loaded != st["role"] else "the plugin's rules were changed")
+        cfg = Config.from_snapshot(st["config"])
+        _switch(cfg, st["role"], "repair", st, full=True)
+        return (state.signature(), nftapply.fingerprint()), what
+
+
 def end_wait(why: str) -> dict[str, Any]:
     """No election came in time: act as the master SKAT's start rule made (the daemon's
     call). Only the record changes; the rules are already the master's."""

@@ -2,9 +2,9 @@
 
 While master, nft/master.nft counts frames that ARRIVE on a subscriber port with source MAC
 bras_arp_mac (foreign_master_frames): only another master sends from it. The daemon reads
-the counter every POLL seconds. split_brain is true while the counter grew within the last
-WINDOW seconds, so a peer announcing every second (vrrp_garp_refresh=1) keeps it true, and
-it clears WINDOW seconds after the last foreign frame.
+the counter every POLL seconds, while master. split_brain is true while the counter grew
+within the last WINDOW seconds, so a peer announcing every second (vrrp_garp_refresh=1)
+keeps it true, and it clears WINDOW seconds after the last foreign frame.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-POLL = 0.2
+POLL = 1.0  # master only; a peer's refresh (every vrrp_garp_refresh) keeps it up
 WINDOW = 3.0
 
 

@@ -50,6 +50,15 @@ def save(state: dict[str, Any]) -> None:
                      sync=True)
 
 
+def signature() -> tuple[int, int, int] | None:
+    """Which state.json this is (it is replaced, never edited): None when there is none."""
+    try:
+        st = os.stat(run_dir() / "state.json")
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
+
 def clear() -> None:
     """Forget the appliance: its state and what the daemon's election watch last saw."""
     for name in ("state.json", "election.json"):

@@ -61,7 +61,7 @@ def test_fit_then_each_port_problem(topo: Topo) -> None:
 
 
 def test_rules_not_loaded(topo: Topo) -> None:
-    topo.lab.run(topo.app.ns, "nft", "delete", "table", "netdev", "skat_plugin")
+    topo.lab.run(topo.app.ns, "nft", "delete", "table", "netdev", "skat_plugin_master")
     assert_unfit(track(topo), "nftables rules are not loaded")
 
 
