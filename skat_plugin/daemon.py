@@ -539,10 +539,10 @@ def main(argv: list[str] | None = None, config_path: str | None = None) -> int:
     try:
         return daemon.run()
     except SkatError as e:
-        print(f"fdpi_cli daemon: {e}", file=sys.stderr)
+        report.console(f"fdpi_cli daemon: {e}")  # priority err, in the journal too
         return e.exit_code
     except OSError as e:
-        print(f"fdpi_cli daemon: {e}", file=sys.stderr)
+        report.console(f"fdpi_cli daemon: {e}")
         return 1
     finally:
         daemon.teardown()
