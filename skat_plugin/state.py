@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import atomicfile, election
+from . import election
 
 DEFAULT_RUN_DIR = "/run/skat-plugin"
 
@@ -46,6 +46,8 @@ def load() -> dict[str, Any] | None:
 
 
 def save(state: dict[str, Any]) -> None:
+    from . import atomicfile  # tempfile and shutil: not for readers such as `vrrp show`
+
     atomicfile.write(run_dir() / "state.json", json.dumps(state, indent=1, sort_keys=True),
                      sync=True)
 
