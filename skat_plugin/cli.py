@@ -204,6 +204,16 @@ def _config_from_rest(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `fdpi_cli vrrp show | head`: the reader is gone. Quiet, with the status a shell
+        # gives any tool cut off by a closed pipe; no traceback at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return errors.BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     # Delegated commands own their options: argparse's REMAINDER alone would refuse one
     # that comes first ("daemon --verbose"), so unknown options are handed on to them.
@@ -217,11 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = run(args)
         sys.stdout.flush()
-    except BrokenPipeError:
-        # `fdpi_cli vrrp show | head`: the reader is gone. Quiet, with the status a shell
-        # gives any tool cut off by a closed pipe; no traceback at exit either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return errors.BROKEN_PIPE
     except SkatError as e:
         from . import report
 
