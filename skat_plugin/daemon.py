@@ -503,8 +503,13 @@ class Daemon:
             grace = ELECTION_GRACE + 3 * float(self.cfg["vrrp_advert_int"])
             if now - self.awaiting_since > grace:
                 self.awaiting_since = now  # once; end_wait() changes state.json
-                self.apply("end of the wait for an election", lambda: role.end_wait(
-                    f"nothing from keepalived for {grace:.0f} s"))
+                why = f"nothing from keepalived for {grace:.0f} s"
+                if self.pidwatches and not self.election_alive():
+                    # The likely cause, named: on a running group this is a second master.
+                    why += (", and no election process runs (watched: "
+                            f"{', '.join(str(w.path) for w in self.pidwatches)}; "
+                            f"systemctl start keepalived)")
+                self.apply("end of the wait for an election", lambda: role.end_wait(why))
         if now >= timers["ports"]:
             timers["ports"] = now + PORT_POLL
             self.check_ports()
