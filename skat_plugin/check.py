@@ -26,14 +26,20 @@ from .config import Config
 PORT_REPORT_EVERY = 5.0  # s: a boot that stalls on a port says so this often
 
 
-def system_booting() -> bool:
-    """systemd is still running the boot transaction ("initializing" or "starting")."""
+def system_state() -> str | None:
+    """systemd's word for the system: "starting" while it boots, then "running", ...;
+    None without systemd (a test in a network namespace)."""
     try:
         res = subprocess.run(["systemctl", "is-system-running"], capture_output=True,
                              text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
-        return False  # no systemd (a container, a test): not a boot
-    return res.stdout.strip() in ("initializing", "starting")
+        return None
+    return res.stdout.strip() or None
+
+
+def system_booting() -> bool:
+    """systemd is still running the boot transaction ("initializing" or "starting")."""
+    return system_state() in ("initializing", "starting")
 
 
 def wait_for_ports(cfg: Config, seconds: float, only_at_boot: bool = False) -> None:

@@ -586,6 +586,19 @@ def test_10d_restart_with_a_wrong_port_fails_at_once_and_says_so(system) -> None
              what="keepalived back once the port is fixed")
 
 
+def test_10e_the_unit_can_tell_a_boot_from_a_restart(system) -> None:
+    """check --wait-ports-at-boot waits only while systemd boots, and asks systemd: under
+    the unit's own sandbox that question must get systemd's answer, not an error."""
+    booted, _, _ = system
+    unit = (REPO / "units/skat-plugin.service").read_text()
+    sandbox = unit.split("# --- hardening", 1)[1].split("[Install]", 1)[0]
+    props = [f"--property={line}" for line in sandbox.splitlines()
+             if "=" in line and not line.startswith("#")]
+    res = booted.run("systemd-run", "--wait", "--pipe", "--quiet", *props, "/usr/bin/python3",
+                     "-c", "from skat_plugin import check; print(check.system_state())")
+    assert res.stdout.strip() in ("running", "degraded"), res.stdout + res.stderr
+
+
 def test_11_stop_removes_the_rules(system) -> None:
     booted, _, _ = system
     booted.run("systemctl", "stop", "skat-plugin.service", timeout=90)
