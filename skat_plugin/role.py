@@ -177,7 +177,16 @@ def stop() -> None:
 
 
 def show() -> dict[str, Any]:
-    """Role, since, counters (monotonic totals) and what the kernel has loaded."""
+    """Role, since, counters (monotonic totals) and what the kernel has loaded.
+
+    Read under the shared lock: a switch applies its rules before it records its role, and
+    a look in between would report a mismatch that is only a change in progress.
+    """
+    with state.reading():
+        return _show()
+
+
+def _show() -> dict[str, Any]:
     st = state.load()
     if st is None:
         kernel = nftapply.loaded_role()

@@ -37,6 +37,23 @@ def locked() -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+@contextlib.contextmanager
+def reading() -> Iterator[None]:
+    """A consistent view for a reader (`vrrp show`): no change is half-way (its rules in
+    the kernel, its state not yet written) while this is held. Shared, so readers do not
+    wait for each other; nothing is created when the plugin never ran."""
+    try:
+        fd = os.open(run_dir() / "lock", os.O_RDONLY)
+    except OSError:
+        yield  # no lock file (never started) or not readable: nothing to wait for
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 def load() -> dict[str, Any] | None:
     try:
         with open(run_dir() / "state.json") as f:

@@ -142,3 +142,18 @@ def test_help_and_show_do_not_import_the_world() -> None:
     show_mods = _modules_after("vrrp", "show")
     assert not show_mods & (heavy | {"dataclasses", "tempfile"}), show_mods & heavy
     assert "nftables" in show_mods  # it does ask the kernel
+
+
+def test_show_never_mistakes_a_switch_in_progress_for_a_mismatch(topo: Topo) -> None:
+    """A switch loads its rules, then records its role: show must not look in between."""
+    app = topo.app
+    script = ("import sys\nfrom skat_plugin import role\n"
+              "for i in range(60):\n    role.set_role(('backup', 'master')[i % 2], 'test')\n")
+    flipping = topo.lab.popen(app.ns, PYTHON, "-c", script, env=app.env())
+    shows = []
+    while flipping.poll() is None:
+        shows.append(app.cli("vrrp", "show", "--json", check=False))
+    assert flipping.returncode == 0, flipping.stdout.read() if flipping.stdout else ""
+    assert len(shows) >= 5
+    bad = [r.stdout for r in shows if r.returncode != 0]
+    assert not bad, bad[0]
