@@ -157,3 +157,12 @@ def test_show_never_mistakes_a_switch_in_progress_for_a_mismatch(topo: Topo) -> 
     assert len(shows) >= 5
     bad = [r.stdout for r in shows if r.returncode != 0]
     assert not bad, bad[0]
+
+
+def test_config_after_a_delegated_command_is_fdpi_clis(tmp_path) -> None:
+    for args in (["--config", str(tmp_path / "a.conf")], [f"--config={tmp_path}/a.conf"]):
+        res = subprocess.run([PYTHON, "-m", "skat_plugin", "vrrp", "keepalived-config", *args],
+                             capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO),
+                                  "FDPI_CONF": str(tmp_path / "env.conf")})
+        assert res.returncode == 6 and f"{tmp_path}/a.conf: no such file" in res.stderr, res
