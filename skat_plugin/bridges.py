@@ -13,7 +13,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from . import ports
 from .config import Config
-from .errors import ApplyError
+from .errors import ApplyError, PortError
 
 BRIDGE_PREFIX = "skatbr"
 
@@ -38,17 +38,9 @@ def _master_of(ipr: IPRoute, idx: int) -> int | None:
     return link.get_attr("IFLA_MASTER")
 
 
-def check_ports(cfg: Config) -> None:
-    """Every configured port must exist (the kernel would bind a chain to a missing one)."""
-    missing = [p for p in cfg.ports if ports.link_up(p) is None]
-    if missing:
-        raise ApplyError(f"port(s) {', '.join(missing)} do not exist; fix in_dev/out_dev in "
-                         f"{cfg.source} or create the interfaces")
-
-
 def ensure(cfg: Config) -> list[str]:
     """Create or adopt the bridges; returns their names, in pair order."""
-    check_ports(cfg)
+    ports.check(cfg.pairs, cfg.source)
     names = []
     with IPRoute() as ipr:
         for i, (in_port, out_port) in enumerate(cfg.pairs):
@@ -79,8 +71,8 @@ def _ensure_pair(ipr: IPRoute, i: int, in_port: str, out_port: str) -> str:
         current = _master_of(ipr, idx)
         if current != br_idx:
             if current is not None:
-                raise ApplyError(f"{port} is already a port of another bridge; remove it "
-                                 f"there or fix in_dev/out_dev")
+                raise PortError(f"{port} is already a port of another bridge; remove it "
+                                f"there or fix in_dev/out_dev")
             ipr.link("set", index=idx, master=br_idx)
         ipr.flush_addr(index=idx)
         ipr.link("set", index=idx, state="up")

@@ -1,6 +1,6 @@
 """fdpi_cli: the operator's and keepalived's entry point.
 
-    fdpi_cli start | stop | reload
+    fdpi_cli start | stop | reload | check
     fdpi_cli vrrp set master|backup [--force]
     fdpi_cli vrrp show [--json]
     fdpi_cli vrrp subscribers [--json]
@@ -9,18 +9,20 @@
 
 `reload` and `vrrp set` go through the supervising daemon when it runs (it orders them with
 keepalived's events) and are applied directly when it does not (tests, containers).
-Every error is one line on stderr and a non-zero exit; see errors.py for the codes.
+Every error is one line on stderr (and in the journal at priority err) and a non-zero exit;
+see errors.py for the codes. `--config PATH` may come before or after the command.
+
+Only argparse is imported up front: `--help` and `vrrp show` must not pay for jsonschema,
+pyroute2 or libnftables they do not use (each command imports what it needs).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
+import os
 import sys
-from typing import Any
 
-from . import config, role
+from . import __version__, errors
 from .errors import SkatError
 
 # Commands whose options belong to their own module: `module.main(argv) -> int`.
@@ -30,21 +32,33 @@ DELEGATED = {
     "check-group": "group_check",
     "track": "health",
 }
+CONFIG_HELP = "fastdpi.conf (default: $FDPI_CONF or /etc/dpi/fastdpi.conf)"
 
 
-def _print_show(info: dict[str, Any], as_json: bool) -> None:
+def _print_show(info: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(info, indent=2, sort_keys=True))
+        print(json_dumps(info))
         return
+    kernel = info.get("kernel_role") or "no rules loaded"
+    if not info.get("consistent", True):
+        recorded = "the plugin is stopped" if info["role"] == "stopped" else \
+            f"the recorded role is {info['role']}"
+        kernel += f"  (MISMATCH: {recorded})"
     print(f"role:         {info['role']}")
-    print(f"vrrp_enable:  {info['vrrp_enable']}")
+    if info["role"] == "stopped":
+        print(f"kernel:       {kernel}")
+        return
+    print(f"cause:        {info.get('cause') or '-'}")
     print(f"since:        {info['since']}")
-    if info.get("kernel_role") != info["role"]:
-        print(f"kernel:       {info.get('kernel_role') or 'no rules loaded'}  (MISMATCH)")
+    print(f"vrrp_enable:  {info['vrrp_enable']}")
+    print(f"config:       {info.get('config')}")
+    print(f"kernel:       {kernel}")
+    if info.get("keepalived"):
+        print(f"keepalived:   {info['keepalived']['state']} at {info['keepalived']['at']}")
     if info.get("awaiting_election"):
         print("election:     awaiting keepalived (master by the start rule; not announcing)")
-    if info.get("split_brain"):
-        print("split_brain:  YES: another master is sending from bras_arp_mac")
+    print(f"daemon:       {'pid ' + str(info['daemon']) if info.get('daemon') else 'not running'}")
+    print(f"split_brain:  {'YES: another master is sending from bras_arp_mac' if info.get('split_brain') else 'no'}")  # noqa: E501
     for name, value in sorted(info.get("counters", {}).items()):
         print(f"{name + ':':<24}{value}")
     gateway = info.get("gateway")
@@ -62,36 +76,55 @@ def _print_subscribers(as_json: bool) -> None:
 
     found = [{"ip": s.ip, "mac": s.mac, "expires": s.expires} for s in subscribers.read()]
     if as_json:
-        print(json.dumps(found, indent=2))
+        print(json_dumps(found))
         return
     for sub in found:
         print(f"{sub['ip']:<40} {sub['mac']}  expires in {sub['expires']:g} s")
 
 
+def json_dumps(value: object) -> str:
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted after the command too; SUPPRESS keeps a subcommand from
+    # overwriting the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
     p = argparse.ArgumentParser(prog="fdpi_cli", description="skat-plugin VRRP control")
-    p.add_argument("--config", metavar="PATH",
-                   help="fastdpi.conf (default: $FDPI_CONF or /etc/dpi/fastdpi.conf)")
+    p.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    p.add_argument("--version", action="version", version=f"fdpi_cli (skat-plugin) {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("start", help="bridge the ports and load the start role's rule set")
+    st = sub.add_parser("start", parents=[common],
+                        help="bridge the ports and load the start role's rule set")
     st.add_argument("--wait-ports", type=float, default=0, metavar="SECONDS",
-                    help="wait up to this long for ports that do not exist yet (boot)")
-    sub.add_parser("stop", help="remove the plugin's rules (bridges stay)")
-    sub.add_parser("reload", help="re-read fastdpi.conf and re-apply the current role")
+                    help="wait up to this long for ports that do not exist yet")
+    sub.add_parser("stop", parents=[common], help="remove the plugin's rules (bridges stay)")
+    sub.add_parser("reload", parents=[common],
+                   help="re-read fastdpi.conf and re-apply the current role")
+    ck = sub.add_parser("check", parents=[common],
+                        help="everything start/reload would refuse, changing nothing")
+    ck.add_argument("--wait-ports-at-boot", type=float, default=0, metavar="SECONDS",
+                    help="while systemd boots the system, wait up to this long for ports "
+                         "that do not exist yet (at any other time: fail at once)")
     d = sub.add_parser("daemon", help="the supervising process (see 'fdpi_cli daemon -h')",
                        add_help=False)
     d.add_argument("args", nargs=argparse.REMAINDER)
 
     vrrp = sub.add_parser("vrrp", help="VRRP role").add_subparsers(dest="vrrp", required=True)
-    s = vrrp.add_parser("set", help="switch role (called by keepalived's notify scripts)")
+    s = vrrp.add_parser("set", parents=[common],
+                        help="switch role (called by keepalived's notify scripts)")
     s.add_argument("role", choices=["master", "backup"])
     s.add_argument("--cause", default="cli", help="recorded with the switch (default: cli)")
     s.add_argument("--force", action="store_true",
                    help="apply even if keepalived's latest notify FIFO state disagrees")
-    show = vrrp.add_parser("show", help="current role and counters")
+    show = vrrp.add_parser("show", parents=[common], help="current role and counters; exit "
+                           f"{errors.MISMATCH} when the kernel's rules are not the role's")
     show.add_argument("--json", action="store_true")
-    subs = vrrp.add_parser("subscribers", help="the gateway's learned subscribers "
-                                              "(bras_terminate_l2=1)")
+    subs = vrrp.add_parser("subscribers", parents=[common],
+                           help="the gateway's learned subscribers (bras_terminate_l2=1)")
     subs.add_argument("--json", action="store_true")
     for name, text in (("keepalived-config", "render keepalived.conf from fastdpi.conf"),
                        ("check-group", "compare the group-wide keys of several fastdpi.conf"),
@@ -101,34 +134,75 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _via_daemon(request: dict[str, Any]) -> dict[str, Any] | None:
+def _via_daemon(request: dict) -> dict | None:
     """The daemon's answer, or None when no daemon runs (then the CLI acts itself)."""
     from . import control
 
     answer = control.request(request)
     if answer is not None and answer.get("error"):
-        # The same exit code as when the CLI acts itself (2: bad config, 3: role refused).
+        # The same exit code as when the CLI acts itself (see errors.py).
         err = SkatError(answer["error"])
-        err.exit_code = int(answer.get("exit_code", 1))
+        err.exit_code = int(answer.get("exit_code", errors.FAILURE))
         raise err
     return answer
+
+
+def _key_warnings(path: str) -> None:
+    """Near-misses of the plugin's key names (keynames.py), before the command acts."""
+    import syslog
+
+    from . import conffile, keynames, report, schema
+
+    try:
+        conf = conffile.read(path)
+    except SkatError:
+        return  # the command itself reports it
+    for line in keynames.warnings(conf, schema.KEYS):
+        report.console(f"fdpi_cli: warning: {line}", syslog.LOG_WARNING)
 
 
 def run(args: argparse.Namespace) -> int:
     command = args.vrrp if args.command == "vrrp" else args.command
     if command in DELEGATED:
+        import importlib
+
+        from . import config
+
         module = importlib.import_module(f"skat_plugin.{DELEGATED[command]}")
         return module.main(args.args, config_path=config.config_path(args.config))
+    if command == "show":
+        from . import role
+
+        info = role.show()
+        _print_show(info, args.json)
+        return errors.OK if info["consistent"] else errors.MISMATCH
+    if command == "subscribers":
+        _print_subscribers(args.json)
+        return errors.OK
+    from . import config, role
+
+    path = config.config_path(args.config)
+    if command in ("start", "reload", "check"):
+        _key_warnings(path)
     if command == "start":
-        st = role.start(config.config_path(args.config), wait_ports=args.wait_ports)
+        st = role.start(path, wait_ports=args.wait_ports)
         print(f"started: {st['role']}")
     elif command == "stop":
         role.stop()
         print("stopped")
     elif command == "reload":
-        path = config.config_path(args.config)
         st = _via_daemon({"op": "reload", "config": path}) or role.reload(path)
         print(f"reloaded: {st['role']}")
+    elif command == "check":
+        from . import check
+
+        res = check.run(path, wait_at_boot=args.wait_ports_at_boot)
+        for note in res["notes"]:
+            print(f"note: {note}")
+        running = f", running as {res['running_role']}" if res["running_role"] else ""
+        print(f"ok: {res['config']}: {res['pairs']} bridge(s) of {', '.join(res['ports'])}, "
+              f"vrrp_enable={res['vrrp_enable']}, start role {res['start_role']}{running}; "
+              f"the kernel takes both rule sets (dry run, nothing changed)")
     elif command == "set":
         request = {"op": "set", "role": args.role, "cause": args.cause, "force": args.force}
         st = _via_daemon(request) or role.set_role(args.role, args.cause, force=args.force)
@@ -136,14 +210,36 @@ def run(args: argparse.Namespace) -> int:
             print(f"ignored: {st['ignored']}")
         else:
             print(f"role: {st['role']}")
-    elif command == "show":
-        _print_show(role.show(), args.json)
-    elif command == "subscribers":
-        _print_subscribers(args.json)
-    return 0
+    return errors.OK
+
+
+def _config_from_rest(args: argparse.Namespace) -> None:
+    """Delegated commands take their own options; `--config PATH` among them is ours."""
+    rest, i = [], 0
+    while i < len(args.args):
+        arg = args.args[i]
+        if arg == "--config" and i + 1 < len(args.args):
+            args.config, i = args.args[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            args.config = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+        i += 1
+    args.args = rest
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `fdpi_cli vrrp show | head`: the reader is gone. Quiet, with the status a shell
+        # gives any tool cut off by a closed pipe; no traceback at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return errors.BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     # Delegated commands own their options: argparse's REMAINDER alone would refuse one
     # that comes first ("daemon --verbose"), so unknown options are handed on to them.
@@ -152,8 +248,23 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "args", None) is None:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.args = extra + args.args
+    if getattr(args, "args", None) is not None:
+        _config_from_rest(args)
     try:
-        return run(args)
+        rc = run(args)
+        sys.stdout.flush()
     except SkatError as e:
-        print(f"fdpi_cli: {e}", file=sys.stderr)
+        from . import report
+
+        report.console(f"fdpi_cli: {e}", exit_code=e.exit_code)
+        command = args.vrrp if args.command == "vrrp" else args.command
+        if command in ("start", "check") and os.environ.get("INVOCATION_ID"):
+            # Run by skat-plugin.service: after a restart's stop, a failed start leaves the
+            # appliance without rules and without keepalived. Say so where it is read.
+            from . import role
+
+            left = role.left_without_plugin()
+            if left:
+                report.console(f"fdpi_cli: {left}")
         return e.exit_code
+    return rc

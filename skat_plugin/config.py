@@ -7,10 +7,7 @@ half-way through editing the file. It uses the snapshot saved by the last start 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
-
-from . import conffile
 
 DEFAULT_PATH = "/etc/dpi/fastdpi.conf"
 
@@ -20,10 +17,27 @@ def config_path(cli_value: str | None = None) -> str:
     return cli_value or os.environ.get("FDPI_CONF") or DEFAULT_PATH
 
 
-@dataclass(frozen=True)
 class Config:
-    source: str
-    values: dict[str, Any]
+    """A validated configuration: where it was read from, and the plugin's typed values.
+
+    A plain class, not a dataclass: `vrrp show` and the track script build one from the
+    state snapshot, and importing dataclasses alone costs them ~10 ms.
+    """
+
+    __slots__ = ("source", "values")
+
+    def __init__(self, source: str, values: dict[str, Any]) -> None:
+        self.source = source
+        self.values = values
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and (self.source, self.values) == \
+            (other.source, other.values)
+
+    __hash__ = None  # type: ignore[assignment]  # values is a dict
+
+    def __repr__(self) -> str:
+        return f"Config(source={self.source!r}, values={self.values!r})"
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -73,6 +87,6 @@ class Config:
 
 def load(path: str) -> Config:
     """Read and validate fastdpi.conf; raises ConfigError naming file, line and key."""
-    from . import schema  # jsonschema is slow to import; `vrrp set` never needs it
+    from . import conffile, schema  # jsonschema is slow to import; `vrrp set` never needs it
 
     return Config(path, schema.validate(conffile.read(path)))

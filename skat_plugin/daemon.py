@@ -647,8 +647,13 @@ class Daemon:
             # before this start and will not repeat itself. Then SKAT's rule stands.
             grace = ends - self.awaiting_since
             self.awaiting_since = now  # once; end_wait() changes state.json
-            self.apply("end of the wait for an election", lambda: role.end_wait(
-                f"nothing from keepalived for {grace:.0f} s"))
+            why = f"nothing from keepalived for {grace:.0f} s"
+            if self.pidwatches and not self.election_alive():
+                # The likely cause, named: on a running group this is a second master.
+                why += (", and no election process runs (watched: "
+                        f"{', '.join(str(w.path) for w in self.pidwatches)}; "
+                        f"systemctl start keepalived)")
+            self.apply("end of the wait for an election", lambda: role.end_wait(why))
         if now >= timers["sb"]:
             # Only a master can see another master; a backup has nothing to look at.
             timers["sb"] = now + splitbrain.POLL if self.role == MASTER else math.inf
@@ -683,10 +688,10 @@ def main(argv: list[str] | None = None, config_path: str | None = None) -> int:
     try:
         return daemon.run()
     except SkatError as e:
-        print(f"fdpi_cli daemon: {e}", file=sys.stderr)
+        report.console(f"fdpi_cli daemon: {e}")  # priority err, in the journal too
         return e.exit_code
     except OSError as e:
-        print(f"fdpi_cli daemon: {e}", file=sys.stderr)
+        report.console(f"fdpi_cli daemon: {e}")
         return 1
     finally:
         daemon.teardown()

@@ -147,7 +147,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
             invalid += 1
     if invalid:
         print(f"group not checked: {invalid} invalid file(s)")
-        return 2
+        return ConfigError.exit_code
 
     header = ["key", *configs]
     must = differing(configs, MUST_EQUAL)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nftables
 
-from .errors import ApplyError
+from .errors import ApplyError, SkatError
 from .render import BACKUP_TABLE, GATEWAY_TABLE, MASTER_TABLE, RuleSet, nft_dir
 
 COUNTERS = ("arp_replies", "nd_replies", "address_defences", "foreign_master_frames",
@@ -39,6 +39,22 @@ def apply(ruleset: RuleSet, directory: Path | None = None) -> None:
     if rc != 0:
         raise ApplyError(f"the kernel refused the {ruleset.role} rule set, nothing was "
                          f"changed: {err.strip()}")
+
+
+def dry_run(ruleset: RuleSet, directory: Path | None = None) -> None:
+    """Would the kernel take this rule set? The whole transaction goes to the kernel and is
+    aborted at its end (nft --check): nothing is changed, whatever the answer."""
+    nft = _context()
+    nft.set_dry_run(True)
+    nft.add_include_path(str(directory or nft_dir()))
+    present = _tables(nft) if ruleset.replaces else frozenset()
+    rc, _out, err = nft.cmd(ruleset.script(directory, present))
+    if rc != 0:
+        if "Operation not permitted" in err:
+            raise SkatError("cannot ask the kernel whether it takes the rule sets: that "
+                            "needs CAP_NET_ADMIN (run as root)")
+        raise ApplyError(f"the kernel would refuse the {ruleset.role} rule set: "
+                         f"{err.strip()}")
 
 
 def _tables(nft: nftables.Nftables) -> frozenset[tuple[str, str]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import PortError
+
 SYS_NET = Path("/sys/class/net")
 _IFF_UP = 0x1
 
@@ -56,3 +58,26 @@ def problems(pairs: list[tuple[str, str]]) -> list[str]:
         if len(bridges) != 1 or None in bridges:
             found.append(f"{in_port} and {out_port} are not bridged together")
     return found
+
+
+def check(pairs: list[tuple[str, str]], source: str) -> None:
+    """What `start` would refuse about the ports, as a PortError (exit 11) naming them.
+
+    Every port must exist (the kernel binds a chain even to a missing device), and a pair
+    must not be split over two existing bridges, nor be enslaved to something that is not
+    a bridge (a bond): the plugin adopts a bridge it finds, it does not move ports.
+    """
+    missing = [p for pair in pairs for p in pair if link_up(p) is None]
+    if missing:
+        raise PortError(f"port(s) {', '.join(missing)} do not exist; fix in_dev/out_dev in "
+                        f"{source} or create the interfaces")
+    for in_port, out_port in pairs:
+        masters = {p: bridge_of(p) for p in (in_port, out_port)}
+        for port, master in masters.items():
+            if master is not None and not (SYS_NET / master / "bridge").is_dir():
+                raise PortError(f"{port} is enslaved to {master}, which is not a bridge; "
+                                f"release it or fix in_dev/out_dev in {source}")
+        if None not in masters.values() and masters[in_port] != masters[out_port]:
+            raise PortError(f"{out_port} is already a port of another bridge "
+                            f"({masters[out_port]}, {in_port} is in {masters[in_port]}); "
+                            f"remove it there or fix in_dev/out_dev in {source}")

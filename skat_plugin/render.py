@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import string
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ndsum
@@ -42,16 +41,31 @@ ROLE_TABLES = (("netdev", MASTER_TABLE), ("netdev", BACKUP_TABLE), ("bridge", BA
                ("inet", "skat_plugin_vrrp"), ("netdev", "skat_plugin"), ("bridge", "skat_plugin"))
 
 
-@dataclass(frozen=True)
 class RuleSet:
-    role: str
-    files: list[str]
-    defines: dict[str, str] = field(default_factory=dict)
-    # Tables deleted first, in the same transaction, where they exist (nftapply knows which):
-    # the files then build them from nothing. Not `table X` + `delete table X`: that
-    # updates an existing table, and a table may be updated once per transaction, which the
-    # dormant flag of the role files needs.
-    replaces: tuple[tuple[str, str], ...] = ()
+    """A rule set: the nft/ files in load order and the defines they read. (A plain class:
+    dataclasses costs `vrrp show`, which imports this module, ~10 ms.)
+
+    replaces: tables deleted first, in the same transaction, where they exist (nftapply
+    knows which): the files then build them from nothing. Not `table X` + `delete table X`:
+    that updates an existing table, and a table may be updated once per transaction, which
+    the dormant flag of the role files needs.
+    """
+
+    __slots__ = ("defines", "files", "replaces", "role")
+
+    def __init__(self, role: str, files: list[str], defines: dict[str, str] | None = None,
+                 replaces: tuple[tuple[str, str], ...] = ()) -> None:
+        self.role = role
+        self.files = files
+        self.defines = dict(defines or {})
+        self.replaces = replaces
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuleSet) and \
+            (self.role, self.files, self.defines, self.replaces) == \
+            (other.role, other.files, other.defines, other.replaces)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def script(self, directory: Path | None = None,
                present: frozenset[tuple[str, str]] = frozenset()) -> str:

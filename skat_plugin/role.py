@@ -14,12 +14,12 @@ ignored (--force overrides, for an operator who knows better).
 from __future__ import annotations
 
 import datetime as dt
-import time
+from pathlib import Path
 from typing import Any
 
 from . import nftapply, ports, render, report, state
 from .config import Config
-from .errors import ApplyError, ConfigError, RoleError, SkatError
+from .errors import ApplyError, ConfigError, NotStartedError, RoleError
 from .render import BACKUP, MASTER
 
 # keepalived (notify FIFO / notify script) state -> appliance role. FAULT and STOP must not
@@ -85,10 +85,10 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
     that already runs, the current role stays. wait_ports: seconds to wait for ports that
     do not exist yet (at boot, NIC drivers and renaming may finish after udev's trigger).
     """
-    from . import bridges, config  # pyroute2 and jsonschema: only start/reload need them
+    from . import bridges, check, config  # pyroute2 and jsonschema: only start/reload
 
     cfg = config.load(path)
-    _wait_for_ports(cfg, wait_ports)
+    check.wait_for_ports(cfg, wait_ports)
     with state.locked():
         bridges.ensure(cfg)
         old = state.load()
@@ -106,20 +106,6 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
         # announce until an order comes; see docs/daemon.md).
         return _switch(cfg, role, "start", {}, own_macs=bridges.own_macs(cfg),
                        awaiting_election=role == MASTER and cfg.vrrp_enabled)
-
-
-def _wait_for_ports(cfg: Config, seconds: float) -> None:
-    start = time.monotonic()
-    told = start
-    while time.monotonic() - start < seconds:
-        missing = [p for p in cfg.ports if ports.link_up(p) is None]
-        if not missing:
-            return
-        if time.monotonic() - told >= 5:  # a boot that stalls here should say why
-            told = time.monotonic()
-            report.warning(f"waiting for port(s) {', '.join(missing)} "
-                           f"({told - start:.0f} of {seconds:g} s)", cause="start")
-        time.sleep(0.1)  # after the deadline bridges.ensure() names what is still missing
 
 
 def reload(path: str) -> dict[str, Any]:
@@ -140,7 +126,7 @@ def reload(path: str) -> dict[str, Any]:
                               " bridges are built at start: restart the plugin to change "
                               "them (systemctl restart skat-plugin, which restarts keepalived "
                               "too: a failover on a running group)", cfg.source)
-        bridges.check_ports(cfg)
+        ports.check(cfg.pairs, cfg.source)
         role = old["role"] if cfg.vrrp_enabled else MASTER  # VRRP off: always master
         # VRRP just turned on: a master by SKAT's rule again, until keepalived speaks.
         awaiting = cfg.vrrp_enabled and role == MASTER and (
@@ -236,16 +222,25 @@ def stop() -> None:
 def show(subscriber_counts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Role, since, counters (monotonic totals) and what the kernel has loaded.
 
+    Read under the shared lock: a switch applies its rules before it records its role, and
+    a look in between would report a mismatch that is only a change in progress.
     subscriber_counts: the gateway's table sizes when the caller has them (the daemon
     counts at most every half minute: counting lists the whole table).
     """
+    with state.reading():
+        return _show(subscriber_counts)
+
+
+def _show(subscriber_counts: dict[str, Any] | None) -> dict[str, Any]:
     st = state.load()
     if st is None:
+        kernel = nftapply.loaded_role()
         return {"role": "stopped", "vrrp_enable": None, "since": None, "counters": {},
-                "kernel_role": nftapply.loaded_role()}
+                "kernel_role": kernel, "consistent": kernel is None}
     cfg = Config.from_snapshot(st["config"])
     live = nftapply.read_counters() or {}
     base = st.get("counters_base", {})
+    kernel = nftapply.loaded_role()
     return {
         "role": st["role"],
         "vrrp_enable": cfg["vrrp_enable"],
@@ -253,7 +248,8 @@ def show(subscriber_counts: dict[str, Any] | None = None) -> dict[str, Any]:
         "cause": st.get("cause"),
         "config": cfg.source,
         "counters": {name: base.get(name, 0) + live.get(name, 0) for name in nftapply.COUNTERS},
-        "kernel_role": nftapply.loaded_role(),
+        "kernel_role": kernel,
+        "consistent": kernel == st["role"],
         "keepalived": st.get("keepalived"),
         "awaiting_election": bool(st.get("awaiting_election", False)),
         "split_brain": bool(state.daemon_status().get("split_brain", False)),
@@ -273,8 +269,35 @@ def _gateway_show(cfg: Config, counts: dict[str, Any] | None) -> dict[str, Any] 
     return {"counters": nftapply.read_gateway_counters() or {}, "subscribers": counts}
 
 
+def left_without_plugin() -> str | None:
+    """After a failed start: what the appliance is left with, in one sentence; None while
+    the plugin runs (its state and its rules are there)."""
+    if state.load() is not None or nftapply.loaded_role() is not None:
+        return None
+    from . import election
+    from .schema import KEYS
+
+    keepalived = False
+    for path in KEYS["vrrp_election_pidfile"]["default"]:
+        try:
+            pid = int(Path(path).read_text().split()[0])
+            keepalived |= election.proc_identity(pid) is not None
+        except (OSError, ValueError, IndexError, election.Unknown):
+            continue
+    if keepalived:
+        election_text = ("keepalived still runs and may elect this appliance master, which "
+                         "would serve nothing: stop it, or fix this now")
+    else:
+        election_text = ("keepalived is not running (it requires skat-plugin), so this "
+                         "appliance takes no part in the election")
+    return (f"skat-plugin is down on this appliance: no rules are loaded (the bridges "
+            f"forward as plain bridges, nobody answers for the virtual gateway) and "
+            f"{election_text}; fix the error above, test with 'fdpi_cli check', then "
+            f"'systemctl start skat-plugin' (keepalived starts with it)")
+
+
 def _require_started() -> dict[str, Any]:
     old = state.load()
     if old is None:
-        raise SkatError("the plugin is not started; run 'fdpi_cli start' first")
+        raise NotStartedError("the plugin is not started; run 'fdpi_cli start' first")
     return old

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 
+from . import keynames
 from .conffile import ConfFile
 from .errors import ConfigError
 
@@ -208,6 +209,7 @@ def validate(conf: ConfFile) -> dict[str, Any]:
         entry = conf.get(key)
         return ConfigError(message, path, entry.line if entry else None, key)
 
+    keynames.check(conf, KEYS)  # an unknown vrrp_* key is a typo of one of ours
     for key in KEYS:
         if key in conf.repeated:
             raise fail(key, f"set twice (first on line {conf.repeated[key]}); keep one of them")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import atomicfile, election
+from . import election
 
 DEFAULT_RUN_DIR = "/run/skat-plugin"
 
@@ -37,6 +37,23 @@ def locked() -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+@contextlib.contextmanager
+def reading() -> Iterator[None]:
+    """A consistent view for a reader (`vrrp show`): no change is half-way (its rules in
+    the kernel, its state not yet written) while this is held. Shared, so readers do not
+    wait for each other; nothing is created when the plugin never ran."""
+    try:
+        fd = os.open(run_dir() / "lock", os.O_RDONLY)
+    except OSError:
+        yield  # no lock file (never started) or not readable: nothing to wait for
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 def load() -> dict[str, Any] | None:
     try:
         with open(run_dir() / "state.json") as f:
@@ -46,6 +63,8 @@ def load() -> dict[str, Any] | None:
 
 
 def save(state: dict[str, Any]) -> None:
+    from . import atomicfile  # tempfile and shutil: not for readers such as `vrrp show`
+
     atomicfile.write(run_dir() / "state.json", json.dumps(state, indent=1, sort_keys=True),
                      sync=True)
 

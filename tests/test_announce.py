@@ -8,7 +8,7 @@ import json
 import time
 
 from conftest import VGUA, VIP, VLL, VMAC
-from daemonlab import topo_with_daemon
+from daemonlab import FAST_CONF, topo_with_daemon
 from netlab import PYTHON, Lab, wait_for
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
@@ -152,12 +152,15 @@ def test_the_wait_for_an_election_is_bounded(lab: Lab) -> None:
     itself): after the grace period SKAT's start rule stands, loudly."""
     from skat_plugin.daemon import ELECTION_GRACE
 
-    topo, d = topo_with_daemon(lab)
+    # keepalived's pid file is watched but no keepalived runs: the warning says so.
+    topo, d = topo_with_daemon(lab, FAST_CONF.replace(
+        "vrrp_election_pidfile=", f"vrrp_election_pidfile={lab.path('vrrp.pid')}"))
     assert d.status["awaiting_election"] is True
     wait_for(lambda: d.status["announcement_rounds"] >= 1, ELECTION_GRACE + 5, 0.1,
              "the wait to end and the announcements to start")
     assert d.status["awaiting_election"] is False
     assert "no election yet" in d.output()
+    assert "no election process runs" in d.output()  # the likely cause, named
     assert json.loads((topo.app.run_dir / "state.json").read_text())["cause"] == "no-election"
 
 

@@ -290,7 +290,7 @@ def test_start_and_reload_refuse_every_malformed_config_and_change_nothing(
         batch = [(j, _cli(topo, "--config", str(paths[j[0]]), j[1])) for j in jobs[i:i + 8]]
         for (name, cmd, line, key), proc in batch:
             out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 2, (name, cmd, proc.returncode, out, err)
+            assert proc.returncode == 6, (name, cmd, proc.returncode, out, err)
             assert out == "", (name, cmd, out)
             lines = err.splitlines()
             assert len(lines) == 1, (name, cmd, err)
@@ -310,7 +310,7 @@ def test_vrrp_set_works_while_the_file_on_disk_is_broken(topo: Topo) -> None:
     app.cli("reload")
     app.conf_path.write_bytes(b"\xff\xfe garbage without equals\nin_dev\n")
     res = app.cli("reload", check=False)
-    assert res.returncode == 2 and "UTF-8" in res.stderr
+    assert res.returncode == 6 and "UTF-8" in res.stderr
     rules = _ruleset(topo)
     for role in ("backup", "master", "backup", "master"):
         assert app.cli("vrrp", "set", role).stdout.strip() == f"role: {role}"

@@ -113,7 +113,7 @@ def test_duplicate_priority_warns(tmp_path, capsys) -> None:
 def test_invalid_file_names_file_line_key(tmp_path, capsys) -> None:
     rc, out, err = check(tmp_path, capsys, node("", "", 100),
                          COMMON + "vrrp_priority=300\n")
-    assert rc == 2
+    assert rc == 6
     assert f"invalid: {tmp_path}/b.conf:12: vrrp_priority: '300' is not valid" in err
     assert "group not checked" in out
 

@@ -194,7 +194,7 @@ def test_cli_writes_the_file_only_when_valid(tmp_path: Path,
                                 str(good)) == 0
     assert "vrrp_instance skat_plugin {" in out.read_text()
     before = out.read_text()
-    assert keepalived_conf.main(["--output", str(out)], str(bad)) == 2
+    assert keepalived_conf.main(["--output", str(out)], str(bad)) == 6  # configuration
     assert f"{bad}:11: vrrp_priority:" in capsys.readouterr().err
     assert out.read_text() == before, "a failed run must leave the old file alone"
 

@@ -334,7 +334,13 @@ def test_01_lintian_reports_no_errors(system) -> None:
 
 def test_02_install_offline_enables_the_unit(system) -> None:
     booted, _, ctx = system
-    booted.run("dpkg", "-i", f"/mnt/pkg/{ctx['deb'].name}", timeout=120)
+    res = booted.run("dpkg", "-i", f"/mnt/pkg/{ctx['deb'].name}", timeout=120)
+    # No fastdpi.conf yet: one clear line of what to create, not two "Could not execute
+    # systemctl" from units started to fail.
+    said = res.stdout + res.stderr
+    assert "Could not execute systemctl" not in said, said
+    assert said.count("/etc/dpi/fastdpi.conf does not exist") == 1, said
+    assert "fdpi_cli check" in said
     assert booted.run("systemctl", "is-enabled", "skat-plugin.service").stdout.strip() == \
         "enabled"
     for path in ("/usr/bin/fdpi_cli", "/usr/share/skat-plugin/nft/master.nft",
@@ -342,12 +348,18 @@ def test_02_install_offline_enables_the_unit(system) -> None:
                  "/usr/share/man/man8/fdpi_cli.8.gz",
                  "/usr/share/doc/skat-plugin/examples/fastdpi.conf.example"):
         booted.run("test", "-e", path)
-    # No fastdpi.conf yet: the package does not invent one, the unit says what is missing.
+    # The package does not invent a fastdpi.conf, nor start what can only fail.
     booted.run("test", "!", "-e", "/etc/dpi/fastdpi.conf")
     assert booted.run("systemctl", "is-active", "skat-plugin.service",
-                      check=False).stdout.strip() == "failed"
-    log = booted.run("journalctl", "-u", "skat-plugin.service", "--no-pager").stdout
-    assert "/etc/dpi/fastdpi.conf: no such file" in log
+                      check=False).stdout.strip() == "inactive"
+    # Started anyway (as at boot), the unit fails in its check, at priority err, with the
+    # status of a configuration error (6, which systemd names NOTCONFIGURED).
+    assert booted.run("systemctl", "start", "skat-plugin.service", check=False).returncode
+    status = booted.run("systemctl", "status", "--no-pager", "--full", "skat-plugin.service",
+                        check=False).stdout
+    assert "status=6/NOTCONFIGURED" in status, status
+    log = booted.run("journalctl", "-p", "err", "-u", "skat-plugin.service", "--no-pager").stdout
+    assert "/etc/dpi/fastdpi.conf: no such file" in log, log
 
 
 def test_03_installed_units_verify_silently(system) -> None:
@@ -364,6 +376,7 @@ def test_03_installed_units_verify_silently(system) -> None:
 def test_04_start_comes_up_as_master_with_the_daemon(system) -> None:
     booted, lab, ctx = system
     booted.write_conf(vrrp_enable=1)
+    assert booted.run("fdpi_cli", "check").stdout.startswith("ok: /etc/dpi/fastdpi.conf")
     booted.run("systemctl", "reset-failed", "skat-plugin.service")
     booted.run("systemctl", "start", "skat-plugin.service", timeout=90)
     assert booted.prop("skat-plugin.service", "ActiveState") == "active"
@@ -447,8 +460,10 @@ def test_09_bad_config_reload_fails_and_changes_nothing(system) -> None:
     assert res.returncode != 0
     assert booted.prop("skat-plugin.service", "ActiveState") == "active"
     assert booted.ruleset() == rules
-    log = booted.run("journalctl", "-u", "skat-plugin.service", "--no-pager").stdout
-    assert "bras_arp_ip" in log
+    # An error, filed as one: `journalctl -p err` finds it.
+    log = booted.run("journalctl", "-p", "err", "-u", "skat-plugin.service",
+                     "--no-pager").stdout
+    assert "bras_arp_ip" in log, log
     booted.write_conf(vrrp_enable=1)
     booted.run("systemctl", "reload", "skat-plugin.service")
 
@@ -506,8 +521,82 @@ def test_10b_keepalived_under_systemd_drives_the_role(system) -> None:
     booted.run("systemctl", "kill", "--signal=KILL", "keepalived.service")
     wait_for(lambda: booted.show()["role"] == "backup", timeout=5, interval=0.05,
              what="step down after keepalived was killed")
-    assert booted.journal("SKAT_CAUSE=election-lost")
+    # journald files a datagram a moment after it was sent: the state file can be first.
+    wait_for(lambda: booted.journal("SKAT_CAUSE=election-lost"), timeout=5, interval=0.2,
+             what="the step-down in the journal")
     assert _arp_replies(lab, ctx["sub"]) == 0
+
+
+def _keepalived_active(booted: Booted) -> bool:
+    return booted.prop("keepalived.service", "ActiveState") == "active"
+
+
+def _elected(booted: Booted) -> bool:
+    info = booted.show()
+    return (info.get("keepalived") or {}).get("state") == "MASTER" and \
+        info["role"] == "master" and not info["awaiting_election"]
+
+
+def test_10c_start_brings_back_the_keepalived_that_stop_took_down(system) -> None:
+    """keepalived requires the plugin, so stopping the plugin stops it. Starting the plugin
+    (by hand, or by dpkg -i of a stopped one) must start it again: else the appliance
+    ends as a master by SKAT's start rule alone, a second master on a running group."""
+    booted, _, ctx = system
+    booted.run("systemctl", "reset-failed", "keepalived.service")  # 10b killed it
+    booted.run("systemctl", "start", "keepalived.service", timeout=60)
+    wait_for(lambda: _elected(booted), timeout=15, interval=0.2, what="keepalived MASTER")
+    booted.run("systemctl", "stop", "skat-plugin.service", timeout=90)
+    assert booted.prop("keepalived.service", "ActiveState") == "inactive"
+    booted.run("systemctl", "start", "skat-plugin.service", timeout=90)
+    wait_for(lambda: _keepalived_active(booted), timeout=15, interval=0.2,
+             what="keepalived started again with the plugin")
+    wait_for(lambda: _elected(booted), timeout=15, interval=0.2,
+             what="the role from keepalived's election, not from the start rule")
+    booted.run("systemctl", "stop", "skat-plugin.service", timeout=90)
+    booted.run("dpkg", "-i", f"/mnt/pkg/{ctx['deb'].name}", timeout=120)
+    wait_for(lambda: _keepalived_active(booted), timeout=15, interval=0.2,
+             what="keepalived started again by the reinstall")
+    wait_for(lambda: _elected(booted), timeout=15, interval=0.2, what="elected after dpkg -i")
+
+
+def test_10d_restart_with_a_wrong_port_fails_at_once_and_says_so(system) -> None:
+    booted, _, _ = system
+    booted.sh("sed -i 's/^in_dev=i0$/in_dev=nope0/' /etc/dpi/fastdpi.conf")
+    t0 = time.monotonic()
+    res = booted.run("systemctl", "restart", "skat-plugin.service", check=False, timeout=90)
+    took = time.monotonic() - t0
+    assert res.returncode != 0
+    assert took < 15, f"a restart with a wrong port took {took:.1f} s to fail"
+    status = booted.run("systemctl", "status", "--no-pager", "--full", "-n", "10",
+                        "skat-plugin.service", check=False).stdout
+    assert "ExecStartPre=/usr/bin/fdpi_cli check --wait-ports-at-boot 45 (code=exited, " \
+           "status=11)" in status, status
+    assert "port(s) nope0 do not exist" in status, status
+    errors = booted.run("journalctl", "-p", "err", "-u", "skat-plugin.service", "-n", "5",
+                        "--no-pager").stdout
+    assert "port(s) nope0 do not exist" in errors, errors
+    # Stop ran first: no rules, no keepalived. That must be said, at err, where it is read.
+    assert "skat-plugin is down on this appliance: no rules are loaded" in errors, errors
+    assert "keepalived is not running" in errors, errors
+    assert "skat_plugin" not in booted.ruleset()
+    assert not _keepalived_active(booted)
+    booted.sh("sed -i 's/^in_dev=nope0$/in_dev=i0/' /etc/dpi/fastdpi.conf")
+    booted.run("systemctl", "start", "skat-plugin.service", timeout=90)
+    wait_for(lambda: _keepalived_active(booted), timeout=15, interval=0.2,
+             what="keepalived back once the port is fixed")
+
+
+def test_10e_the_unit_can_tell_a_boot_from_a_restart(system) -> None:
+    """check --wait-ports-at-boot waits only while systemd boots, and asks systemd: under
+    the unit's own sandbox that question must get systemd's answer, not an error."""
+    booted, _, _ = system
+    unit = (REPO / "units/skat-plugin.service").read_text()
+    sandbox = unit.split("# --- hardening", 1)[1].split("[Install]", 1)[0]
+    props = [f"--property={line}" for line in sandbox.splitlines()
+             if "=" in line and not line.startswith("#")]
+    res = booted.run("systemd-run", "--wait", "--pipe", "--quiet", *props, "/usr/bin/python3",
+                     "-c", "from skat_plugin import check; print(check.system_state())")
+    assert res.stdout.strip() in ("running", "degraded"), res.stdout + res.stderr
 
 
 def test_11_stop_removes_the_rules(system) -> None:
@@ -522,7 +611,13 @@ def test_11_stop_removes_the_rules(system) -> None:
 def test_12_purge_keeps_only_the_operators_config(system) -> None:
     booted, _, _ = system
     booted.run("systemctl", "start", "skat-plugin.service", timeout=90)
-    booted.run("dpkg", "--purge", "skat-plugin", timeout=120)
+    res = booted.run("dpkg", "--purge", "skat-plugin", timeout=120)
+    # 10b's generated keepalived.conf calls the removed scripts: said once, by name.
+    said = res.stdout + res.stderr
+    assert said.count("/etc/keepalived/keepalived.conf still calls skat-plugin's scripts") \
+        == 1, said
+    assert booted.run("keepalived", "-t", "-f", "/etc/keepalived/keepalived.conf",
+                      check=False).returncode != 0
     assert "skat_plugin" not in booted.ruleset()
     for path in ("/usr/bin/fdpi_cli", "/usr/share/skat-plugin", "/run/skat-plugin",
                  "/lib/systemd/system/skat-plugin.service",

@@ -36,6 +36,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (r / link).symlink_to(f"usr/{link}")
     shutil.copytree(HOST_UNITS, r / "usr/lib/systemd/system", symlinks=True)
     shutil.copy2("/usr/bin/kill", r / "usr/bin/kill")
+    shutil.copy2("/bin/sh", r / "usr/bin/sh")  # ExecStartPost: keepalived back with the plugin
     launcher = r / "usr/bin/fdpi_cli"
     launcher.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec /usr/bin/python3 -m skat_plugin "$@"\n')
     launcher.chmod(0o755)
@@ -103,6 +104,17 @@ def test_hardening_is_what_the_docs_say(unit: str) -> None:
     # disable_ipv6 is written under /proc/sys: ProtectKernelTunables would make it read-only.
     assert k.get("ProtectKernelTunables", ["no"]) == ["no"]
     assert k["RuntimeDirectory"] == ["skat-plugin"] and k["RuntimeDirectoryPreserve"] == ["yes"]
+
+
+def test_start_is_checked_first_and_brings_keepalived_back() -> None:
+    """check before start (a wrong port fails at once, waiting only at boot); keepalived,
+    which stopping the plugin took down, is started again after the plugin."""
+    k = _keys("skat-plugin.service")
+    assert k["ExecStartPre"] == ["/usr/bin/fdpi_cli check --wait-ports-at-boot 45"]
+    assert k["ExecStart"] == ["/usr/bin/fdpi_cli start"]  # no unconditional port wait
+    post = k["ExecStartPost"][0]
+    assert post.startswith("-") and "is-enabled keepalived.service" in post
+    assert "--no-block start keepalived.service" in post  # keepalived is ordered after us
 
 
 def test_daemon_unit_is_notify_with_watchdog() -> None:
