@@ -86,7 +86,7 @@ def test_show_is_honest_stopped_running_and_mismatched(topo: Topo) -> None:
     assert "cause:        start" in out and "kernel:       master" in out
     assert "None" not in out and "MISMATCH" not in out
     # The kernel loses the rules behind the plugin's back: monitoring must see it.
-    topo.lab.run(app.ns, "nft", "delete", "table", "netdev", "skat_plugin")
+    topo.lab.run(app.ns, "nft", "delete", "table", "netdev", "skat_plugin_master")
     res = app.cli("vrrp", "show", check=False)
     assert res.returncode == 13 and "MISMATCH: the recorded role is master" in res.stdout
     assert app.cli("vrrp", "show", "--json", check=False).returncode == 13
@@ -148,7 +148,7 @@ def test_show_never_mistakes_a_switch_in_progress_for_a_mismatch(topo: Topo) -> 
     """A switch loads its rules, then records its role: show must not look in between."""
     app = topo.app
     script = ("import sys\nfrom skat_plugin import role\n"
-              "for i in range(60):\n    role.set_role(('backup', 'master')[i % 2], 'test')\n")
+              "for i in range(600):\n    role.set_role(('backup', 'master')[i % 2], 'test')\n")
     flipping = topo.lab.popen(app.ns, PYTHON, "-c", script, env=app.env())
     shows = []
     while flipping.poll() is None:
