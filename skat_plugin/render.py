@@ -122,6 +122,7 @@ def render(cfg: Config, role: str, own_macs: list[str]) -> RuleSet:
         defines["own_macs"] = _set(macs)
     _add_vrrp_firewall(cfg, files, defines)
     _add_gateway(cfg, role, files, defines)
+    _add_redirect(cfg, role, files, defines)
     return RuleSet(role, files, defines)
 
 
@@ -180,4 +181,21 @@ def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -
 
 def render_stop() -> RuleSet:
     """Removes the plugin's tables, the gateway's included (and nothing else)."""
-    return RuleSet("stopped", ["reset.nft", "gateway-off.nft"])
+    return RuleSet("stopped", ["reset.nft", "gateway-off.nft", "redirect-off.nft"])
+
+
+def _add_redirect(cfg: Config, role: str, files: list[str], defines: dict[str, str]) -> None:
+    """SKAT's black-list redirect: selection awake in master, dormant (lists kept) in backup."""
+    from . import redirect
+
+    if not redirect.enabled(cfg.values):
+        files.append("redirect-off.nft")
+        return
+    files += ["redirect-wake.nft" if role == MASTER else "redirect-sleep.nft",
+              "redirect.nft.in"]
+    rate = int(cfg.get("black_list_inspect_rate", redirect.DEFAULT_RATE))
+    defines.update({
+        "redirect_ports": _ifnames(cfg.in_ports),
+        "inspect_rate": str(rate),
+        "inspect_burst": str(max(16, rate // 10)),
+    })

@@ -84,14 +84,14 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
             # last word, so the role it set must stay. (`systemctl restart` runs stop
             # first, which forgets the state: that is a start from nothing.)
             keep = old["role"] if cfg.vrrp_enabled else MASTER
-            return _switch(cfg, keep, "start (already running)", old,
+            return _with_lists(cfg, _switch, cfg, keep, "start (already running)", old,
                            own_macs=bridges.own_macs(cfg),
                            awaiting_election=cfg.vrrp_enabled and old.get("awaiting_election",
                                                                          False))
         role = start_role(cfg)
         # Master by SKAT's rule alone, VRRP on: nobody elected it yet (the daemon does not
         # announce until an order comes; see docs/daemon.md).
-        return _switch(cfg, role, "start", {}, own_macs=bridges.own_macs(cfg),
+        return _with_lists(cfg, _switch, cfg, role, "start", {}, own_macs=bridges.own_macs(cfg),
                        awaiting_election=role == MASTER and cfg.vrrp_enabled)
 
 
@@ -132,7 +132,7 @@ def reload(path: str) -> dict[str, Any]:
         # VRRP just turned on: a master by SKAT's rule again, until keepalived speaks.
         awaiting = cfg.vrrp_enabled and role == MASTER and (
             old.get("awaiting_election", False) or not loaded.vrrp_enabled)
-        return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg),
+        return _with_lists(cfg, _switch, cfg, role, "reload", old, own_macs=bridges.own_macs(cfg),
                        awaiting_election=awaiting)
 
 
@@ -216,6 +216,7 @@ def show(subscriber_counts: dict[str, Any] | None = None) -> dict[str, Any]:
         "split_brain": bool(state.daemon_status().get("split_brain", False)),
         "daemon": state.daemon_pid(),
         "gateway": _gateway_show(cfg, subscriber_counts),
+        "redirect": _redirect_show(cfg),
     }
 
 
@@ -228,6 +229,21 @@ def _gateway_show(cfg: Config, counts: dict[str, Any] | None) -> dict[str, Any] 
 
         counts = subscribers.count()
     return {"counters": nftapply.read_gateway_counters() or {}, "subscribers": counts}
+
+
+def _with_lists(cfg: Config, switch: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The role's rule set, then the black lists' addresses into its kept sets (issue 8)."""
+    st = switch(*args, **kwargs)
+    from .redirect import apply as redirect_apply
+
+    redirect_apply.load_lists(cfg)
+    return st
+
+
+def _redirect_show(cfg: Config) -> dict[str, Any] | None:
+    from .redirect import apply as redirect_apply
+
+    return redirect_apply.show(cfg)
 
 
 def _require_started() -> dict[str, Any]:
