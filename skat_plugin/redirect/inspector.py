@@ -123,6 +123,8 @@ class Inspector:
         self.sender: Sender | None = None
         self.counters = dict.fromkeys(("redirected", "forbidden", "reset", "allowed",
                                        "uninspected_behind", "undecided", "lost"), 0)
+        self.ready = False  # the lists of the current configuration are loaded
+        self.loader: threading.Thread | None = None
         self.progress = time.monotonic()
         self.status_at = 0.0
         self.behind_until = 0.0
@@ -163,31 +165,37 @@ class Inspector:
             ports[sock.fileno()] = _Port(port, uplink, port_mark(index), sock)
         with self.lock:
             self.ports = ports
-        self.list_stamp = ()  # read the lists of this configuration
+        self.list_stamp = ()  # read the lists of this configuration; no heartbeat before
+        self.ready = False
         report.event(f"inspector: inspecting {', '.join(cfg.in_ports)}", cause="inspector")
 
-    def check_lists(self, force: bool = False) -> None:
-        if self.cfg is None:
+    def check_lists(self) -> None:
+        """A changed list file is read in a thread of its own (100,000 entries take about a
+        second): meanwhile the loop goes on deciding with the old lists, and the new ones
+        replace them in one step."""
+        if self.cfg is None or (self.loader is not None and self.loader.is_alive()):
             return
         stamp = lists.stamp(self.cfg.values)
-        if stamp == self.list_stamp and not force:
+        if stamp == self.list_stamp:
             return
         self.list_stamp = stamp
+        self.loader = threading.Thread(target=self._load_lists, args=(self.cfg,),
+                                       name="lists", daemon=True)
+        self.loader.start()
+
+    def _load_lists(self, cfg: Config) -> None:
         started = time.monotonic()
         try:
-            new = lists.load(self.cfg.values)
-        except lists.ListError as e:
+            new = lists.load(cfg.values)
+            kernel.load_addresses(new)
+        except (lists.ListError, OSError) as e:
             self.list_error = str(e)
-            report.error(f"inspector: black list not loaded, the old one stays: {e}",
+            report.error(f"inspector: black lists not loaded, the old ones stay: {e}",
                          cause="inspector")
             return
-        try:
-            kernel.load_addresses(new)
-        except OSError as e:
-            self.list_error = str(e)
-            report.error(f"inspector: {e}; the old address list stays", cause="inspector")
+        if cfg is not self.cfg:  # the configuration changed meanwhile: read again
             return
-        self.lists, self.list_error = new, None
+        self.lists, self.list_error, self.ready = new, None, True
         report.event(f"inspector: black lists loaded in {time.monotonic() - started:.3f} s "
                      f"({new.entries})", cause="inspector")
 
@@ -205,7 +213,7 @@ class Inspector:
             with self.lock:
                 names = {p.name: p.mark for p in self.ports.values()}
             now = time.monotonic()
-            if not names:
+            if not names or not self.ready:
                 continue
             if now - self.progress > PROGRESS_LIMIT or now < self.behind_until:
                 kernel.stop_heartbeat(names)  # fail open: the kernel lets packets pass
