@@ -49,7 +49,7 @@ def lists(lab: Lab, n: int) -> str:
 def trafgen(lab: Lab, ns: str, frame: bytes, seconds: float, rate: int = 0) -> None:
     cfg = lab.path(f"tg-{time.monotonic_ns()}.cfg")
     cfg.write_text("{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }\n")
-    args = ["timeout", "-s", "INT", str(seconds), "trafgen", "-q", "-i", "s0", "-c", str(cfg)]
+    args = ["timeout", "-s", "INT", str(seconds), "trafgen", "-q", "-o", "s0", "-c", str(cfg)]
     if rate:
         args += ["-b", f"{rate}pps"]
     lab.run(ns, *args, check=False, timeout=seconds + 10)
@@ -66,6 +66,33 @@ def pps(lab: Lab, topo, frame: bytes, seconds: float = 2.0) -> float:
     trafgen(lab, topo.sub, frame, seconds)
     time.sleep(0.2)
     return (rx_packets(lab, topo.up, "u0") - before) / (time.monotonic() - t0 - 0.2)
+
+
+def reload(app, conf: str) -> float:
+    """fdpi_cli reload, then wait until the inspector has read the new configuration's lists
+    (it reads them in a thread: measuring meanwhile would measure that thread)."""
+    app.write_conf(conf)
+    t0 = time.monotonic()
+    app.cli("reload", timeout=120)
+    took = time.monotonic() - t0
+    if "black_list" not in conf:
+        time.sleep(1.5)
+        return took
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st = json.loads((app.run_dir / "inspector.json").read_text())
+        red = app.show()["redirect"]
+        if red and red["inspector"]["alive"] and st.get("lists") and st.get("ports") \
+                and time.time() - st["updated"] < 1.5 and _alive(app):
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return took
+
+
+def _alive(app) -> bool:
+    from redirectlab import alive_ports
+    return alive_ports(app)
 
 
 def tcp_to(topo, lab: Lab, dst: str, dport: int, flags: int, payload: bytes = b"") -> bytes:
@@ -118,11 +145,9 @@ def main() -> None:
         frame = tcp_to(topo, lab, SERVER, 443, packet.ACK)
         on, off = [], []
         for _ in range(3):
-            app.write_conf(BASE_CONF + confs[100000])
-            app.cli("reload", timeout=120)
+            reload(app, BASE_CONF + confs[100000])
             on.append(pps(lab, topo, frame))
-            app.write_conf(BASE_CONF)
-            app.cli("reload")
+            reload(app, BASE_CONF)
             off.append(pps(lab, topo, frame))
         mon, moff = statistics.median(on), statistics.median(off)
         rows.append(f"| 64-byte TCP to :443, pps: 100,000 entries loaded vs no redirect "
@@ -133,10 +158,7 @@ def main() -> None:
         syn = tcp_to(topo, lab, SERVER, 443, packet.SYN)
         base_pps = None
         for n in sizes:
-            app.write_conf(BASE_CONF + confs[n])
-            t0 = time.monotonic()
-            app.cli("reload", timeout=120)
-            reload_s = time.monotonic() - t0
+            reload_s = reload(app, BASE_CONF + confs[n])
             load = lab.run(app.ns, PYTHON, "-c", (
                 "import sys,time; sys.path.insert(0, sys.argv[1]);"
                 "from skat_plugin.redirect import lists, kernel;"
@@ -153,8 +175,7 @@ def main() -> None:
                         f"{decide_cost(n, lab):.2f} us | | {rate / base_pps:.3f} |")
 
         # 4. inspector capacity: first request segments to an open host at rising rates
-        app.write_conf(BASE_CONF + confs[1] + "black_list_inspect_rate=1000000\n")
-        app.cli("reload")
+        reload(app, BASE_CONF + confs[1] + "black_list_inspect_rate=1000000\n")
         get = tcp_to(topo, lab, SERVER, 80, packet.ACK | packet.PSH,
                      b"GET / HTTP/1.1\r\nHost: free.example\r\n\r\n")
         for rate in (2000, 5000, 10000, 20000):
@@ -169,8 +190,7 @@ def main() -> None:
             lost = json.loads((app.run_dir / "inspector.json").read_text())["counters"]["lost"]
             rows.append(f"| offered {rate:,}/s, rate limit off: decided {done / spent:,.0f}/s,"
                         f" passed uninspected {passed}, lost so far {lost} | | |")
-        app.write_conf(BASE_CONF + confs[1] + "black_list_inspect_rate=2000\n")
-        app.cli("reload")
+        reload(app, BASE_CONF + confs[1] + "black_list_inspect_rate=2000\n")
         before = counters(app)
         trafgen(lab, topo.sub, get, 2.0, 10000)
         time.sleep(1.5)

@@ -274,3 +274,23 @@ def test_counters_reach_show_and_metrics(lab: Lab) -> None:
     text = metrics.render(topo.app.show(), {}, 0)
     assert "skat_plugin_redirect_redirected_total 1" in text
     assert "skat_plugin_redirect_passed_uninspected_total 0" in text
+
+
+def test_through_the_gateway_with_l2_termination(lab: Lab) -> None:
+    """bras_terminate_l2=1: the subscriber talks to the virtual MAC; an allowed request is
+    re-injected as the gateway would send it (to the border's MAC), a blocked one answered
+    from the virtual MAC."""
+    import gatewaylab
+
+    conf = redirect_conf(lab).replace(BASE_CONF, gatewaylab.GATEWAY_CONF)
+    topo = gatewaylab.build(lab, conf)
+    servers = Servers(lab, topo.host)
+    start_inspector(topo.app)
+    for addr in (gatewaylab.HOST4, gatewaylab.HOST6):
+        assert http(lab, topo.sub, "blocked.example", "/g", addr=addr)["code"] == 302
+        ok = http(lab, topo.sub, "free.example", "/g", addr=addr)
+        assert ok["code"] == 200 and "real server" in ok["body"], ok
+        assert was_reset(https(lab, topo.sub, "blocked.example", addr=addr))
+        assert https(lab, topo.sub, "fine.example", addr=addr)["code"] == 200
+    assert "blocked.example /g" not in servers.requests()
+    assert servers.requests().count("free.example /g") == 2
