@@ -6,6 +6,7 @@
     fdpi_cli vrrp subscribers [--json]
     fdpi_cli vrrp keepalived-config | check-group FILE... | track
     fdpi_cli daemon
+    fdpi_cli inspector
 
 `reload` and `vrrp set` go through the supervising daemon when it runs (it orders them with
 keepalived's events) and are applied directly when it does not (tests, containers).
@@ -28,6 +29,7 @@ from .errors import SkatError
 # Commands whose options belong to their own module: `module.main(argv) -> int`.
 DELEGATED = {
     "daemon": "daemon",
+    "inspector": "redirect.inspector",
     "keepalived-config": "keepalived_conf",
     "check-group": "group_check",
     "track": "health",
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("daemon", help="the supervising process (see 'fdpi_cli daemon -h')",
                        add_help=False)
     d.add_argument("args", nargs=argparse.REMAINDER)
+    i = sub.add_parser("inspector", help="the black-list redirect's inspector (see "
+                                         "'fdpi_cli inspector -h')", add_help=False)
+    i.add_argument("args", nargs=argparse.REMAINDER)
 
     vrrp = sub.add_parser("vrrp", help="VRRP role").add_subparsers(dest="vrrp", required=True)
     s = vrrp.add_parser("set", parents=[common],

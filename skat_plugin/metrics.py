@@ -83,6 +83,7 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
            [(f'{{family="{f}"}}', subs.get(f, 0)) for f in ("ipv4", "ipv6")])
     metric("rule_repairs_total", "counter", "Times the daemon loaded its rules again after "
            "another writer removed or changed them.", [("", daemon.get("rule_repairs", 0))])
+    _redirect_metrics(metric, show.get("redirect"))
     metric("split_brain", "gauge", "1 while another master sends from the virtual MAC.",
            [("", 1 if daemon.get("split_brain") else 0)])
     metric("port_problems", "gauge", "Bridge ports missing, down or not bridged right now.",
@@ -92,6 +93,28 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
            "1 while keepalived/ucarp is seen alive, 0 once it died, -1 before it was seen.",
            [("", -1 if alive is None else int(bool(alive)))])
     return "\n".join(lines) + "\n"
+
+
+REDIRECT_HELP = {
+    "redirected": "Blocked HTTP requests answered with 302 to black_list_redirect.",
+    "forbidden": "Blocked HTTP requests answered with 403 (no black_list_redirect).",
+    "reset": "Connections reset: blocked TLS server names and addresses.",
+    "allowed": "Inspected packets let through (re-injected).",
+    "inspected": "Packets the kernel handed to the inspector.",
+    "passed_uninspected": "Selected packets passed without a decision (no inspector, "
+                          "over black_list_inspect_rate, inspector behind, unreadable).",
+}
+
+
+def _redirect_metrics(metric: Any, redirect: dict[str, Any] | None) -> None:
+    """SKAT's black-list redirect (issue 8), when configured."""
+    if not redirect:
+        return
+    counters = redirect.get("counters") or {}
+    for name, text in REDIRECT_HELP.items():
+        metric(f"redirect_{name}_total", "counter", text, [("", counters.get(name, 0))])
+    metric("redirect_inspector_alive", "gauge", "1 while the inspector reports itself alive.",
+           [("", int(bool((redirect.get("inspector") or {}).get("alive"))))])
 
 
 def write(path: str | Path, text: str) -> bool:

@@ -153,6 +153,7 @@ def render(cfg: Config, role: str, own_macs: list[str]) -> RuleSet:
     defines["own_macs"] = _set(macs)
     _add_vrrp_firewall(cfg, files, defines)
     _add_gateway(cfg, role, files, defines)
+    _add_redirect(cfg, role, files, defines)
     files.append(f"role-{role}.nft")
     return RuleSet(role, files, defines, replaces=ROLE_TABLES)
 
@@ -166,6 +167,11 @@ def render_switch(cfg: Config, role: str) -> RuleSet:
     if cfg.terminates:
         files += ["gateway-present.nft",
                   "gateway-wake.nft" if role == MASTER else "gateway-sleep.nft"]
+    from . import redirect
+
+    if redirect.enabled(cfg.values):
+        files += ["redirect-present.nft",
+                  "redirect-wake.nft" if role == MASTER else "redirect-sleep.nft"]
     return RuleSet(role, files)
 
 
@@ -224,4 +230,22 @@ def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -
 
 def render_stop() -> RuleSet:
     """Removes the plugin's tables, the gateway's included (and nothing else)."""
-    return RuleSet("stopped", [], replaces=(*ROLE_TABLES, ("netdev", GATEWAY_TABLE)))
+    return RuleSet("stopped", [], replaces=(*ROLE_TABLES, ("netdev", GATEWAY_TABLE),
+                                           ("netdev", "skat_redirect")))
+
+
+def _add_redirect(cfg: Config, role: str, files: list[str], defines: dict[str, str]) -> None:
+    """SKAT's black-list redirect: selection awake in master, dormant (lists kept) in backup."""
+    from . import redirect
+
+    if not redirect.enabled(cfg.values):
+        files.append("redirect-off.nft")
+        return
+    files += ["redirect-wake.nft" if role == MASTER else "redirect-sleep.nft",
+              "redirect.nft.in"]
+    rate = int(cfg.get("black_list_inspect_rate", redirect.DEFAULT_RATE))
+    defines.update({
+        "redirect_ports": _ifnames(cfg.in_ports),
+        "inspect_rate": str(rate),
+        "inspect_burst": str(max(16, rate // 10)),
+    })

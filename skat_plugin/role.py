@@ -97,14 +97,14 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
             # last word, so the role it set must stay. (`systemctl restart` runs stop
             # first, which forgets the state: that is a start from nothing.)
             keep = old["role"] if cfg.vrrp_enabled else MASTER
-            return _switch(cfg, keep, "start (already running)", old,
+            return _with_lists(cfg, _switch, cfg, keep, "start (already running)", old,
                            own_macs=bridges.own_macs(cfg),
                            awaiting_election=cfg.vrrp_enabled and old.get("awaiting_election",
                                                                          False))
         role = start_role(cfg)
         # Master by SKAT's rule alone, VRRP on: nobody elected it yet (the daemon does not
         # announce until an order comes; see docs/daemon.md).
-        return _switch(cfg, role, "start", {}, own_macs=bridges.own_macs(cfg),
+        return _with_lists(cfg, _switch, cfg, role, "start", {}, own_macs=bridges.own_macs(cfg),
                        awaiting_election=role == MASTER and cfg.vrrp_enabled)
 
 
@@ -131,7 +131,7 @@ def reload(path: str) -> dict[str, Any]:
         # VRRP just turned on: a master by SKAT's rule again, until keepalived speaks.
         awaiting = cfg.vrrp_enabled and role == MASTER and (
             old.get("awaiting_election", False) or not loaded.vrrp_enabled)
-        return _switch(cfg, role, "reload", old, own_macs=bridges.own_macs(cfg),
+        return _with_lists(cfg, _switch, cfg, role, "reload", old, own_macs=bridges.own_macs(cfg),
                        awaiting_election=awaiting)
 
 
@@ -255,6 +255,7 @@ def _show(subscriber_counts: dict[str, Any] | None) -> dict[str, Any]:
         "split_brain": bool(state.daemon_status().get("split_brain", False)),
         "daemon": state.daemon_pid(),
         "gateway": _gateway_show(cfg, subscriber_counts),
+        "redirect": _redirect_show(cfg),
     }
 
 
@@ -294,6 +295,21 @@ def left_without_plugin() -> str | None:
             f"forward as plain bridges, nobody answers for the virtual gateway) and "
             f"{election_text}; fix the error above, test with 'fdpi_cli check', then "
             f"'systemctl start skat-plugin' (keepalived starts with it)")
+
+
+def _with_lists(cfg: Config, switch: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The role's rule set, then the black lists' addresses into its kept sets (issue 8)."""
+    st = switch(*args, **kwargs)
+    from .redirect import apply as redirect_apply
+
+    redirect_apply.load_lists(cfg)
+    return st
+
+
+def _redirect_show(cfg: Config) -> dict[str, Any] | None:
+    from .redirect import apply as redirect_apply
+
+    return redirect_apply.show(cfg)
 
 
 def _require_started() -> dict[str, Any]:

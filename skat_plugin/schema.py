@@ -173,6 +173,30 @@ KEYS: dict[str, dict[str, Any]] = {
 }
 
 
+# --- SKAT's black-list redirect (master only; docs/redirect.md) ----------------------------
+_PATH_KEY = r"^/[^\x00-\x1f\x7f]{1,4095}$"
+KEYS.update({
+    "black_list_redirect": {"kind": "str",
+                            "schema": {"type": "string", "pattern": r"^https?://[\x21-\x7e]+$"},
+                            "expect": "the notice page's URL, http:// or https://, without "
+                                      "spaces (ending in ? or & adds UrlRedir=)"},
+    "black_list_url_file": {"kind": "str", "schema": {"type": "string", "pattern": _PATH_KEY},
+                            "expect": "an absolute path to the URL list (host or host/path "
+                                      "a line)"},
+    "black_list_ip_file": {"kind": "str", "schema": {"type": "string", "pattern": _PATH_KEY},
+                           "expect": "an absolute path to the address list (addresses and "
+                                     "prefixes, IPv4 and IPv6, one a line)"},
+    "black_list_sni_file": {"kind": "str", "schema": {"type": "string", "pattern": _PATH_KEY},
+                            "expect": "an absolute path to the TLS server name list (*. "
+                                      "wildcards allowed)"},
+    "black_list_inspect_rate": {"kind": "int", "default": 2000,
+                                "schema": {"type": "integer", "minimum": 10,
+                                           "maximum": 1000000},
+                                "expect": "packets a second the inspector is handed, 10 to "
+                                          "1000000; more pass uninspected (counted)"},
+})
+
+
 _INT = re.compile(r"[+-]?(0[xX][0-9A-Fa-f]+|[0-9]+)\Z")
 _LEADING_ZERO = re.compile(r"[+-]?0[0-9]+\Z")
 _FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
@@ -285,6 +309,7 @@ def _semantic_checks(v: dict[str, Any], fail: Any) -> None:
 
     _gateway_checks(v, fail)
     _vrrp_checks(v, fail)
+    _redirect_checks(v, fail)
 
 
 def _vrrp_checks(v: dict[str, Any], fail: Any) -> None:
@@ -355,3 +380,16 @@ def _gateway_checks(v: dict[str, Any], fail: Any) -> None:
     if 0 < mtu < 1280:
         raise fail("bras_icmp6_rtradv_mtu", f"{mtu} is below IPv6's minimum MTU; expected "
                                             f"{KEYS['bras_icmp6_rtradv_mtu']['expect']}")
+
+
+def _redirect_checks(v: dict[str, Any], fail: Any) -> None:
+    """The black-list files are read and checked now: a bad line fails the load, naming its
+    file and line, and the loaded rules and lists stay as they were."""
+    from .redirect import lists
+
+    try:
+        lists.load(v)
+    except lists.ListError as e:
+        key = next((k for k in lists.FILE_KEYS if v.get(k) == e.path), None)
+        raise ConfigError(f"{key}: {e.message}" if key else e.message, e.path, e.line) \
+            from None

@@ -1,0 +1,365 @@
+"""The inspector: decides what the kernel selected, and answers or lets it go on.
+
+    fdpi_cli inspector        (units/skat-plugin-inspector.service; tests and containers)
+
+The kernel (nft/redirect.nft.in) takes away the first packet of each HTTP request, each TLS
+ClientHello and each SYN to a blocked address on the subscriber ports, and hands a copy to
+this process on the loopback device, marked with its port. Every other packet never leaves
+the kernel. For each packet handed over:
+
+    SYN to a blocked address        reset to the subscriber (the server never saw it)
+    HTTP request, blocked           302 to black_list_redirect (403 without it) to the
+      (Host + path, or address)     subscriber, with FIN; a reset to the server
+    ClientHello, blocked name       a reset to the subscriber and one to the server
+    anything else                   re-injected, unchanged, out of the paired uplink port
+                                    (with bras_terminate_l2=1 and the frame addressed to
+                                    bras_arp_mac: from bras_arp_mac to bras_gateway_mac,
+                                    as the gateway would have sent it)
+
+Every frame goes out through one packet socket marked with vrrp_socket_mark: in backup the
+guard drops it at the port (nft/backup.nft), whatever this process still believes.
+
+Fail-open: the kernel takes packets away only while this process keeps its ports in the
+kernel's @alive set (timeout 1 s). A thread renews them every 250 ms, but only while the
+main loop has turned within the last 500 ms and the sockets lost nothing; a dead, hung or
+drowning inspector therefore lets the traffic pass, uninspected and counted, within a
+second (at once on SIGTERM and when packets are lost).
+
+What it reads: the configuration the plugin last loaded (state.json, as `vrrp set` does),
+so `fdpi_cli reload` reaches it; the black-list files, read again when one changes (hot:
+the new lists replace the old in one step, a malformed file keeps the old lists and logs
+file and line; the address sets in the kernel are replaced in one transaction). Counters go
+to $SKAT_RUN_DIR/inspector.json every second (`vrrp show`, metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import atomicfile, report, state
+from ..announce import Sender, mac_bytes
+from ..config import Config
+from . import HEARTBEAT_EVERY, enabled, kernel, lists, packet, port_mark
+from .apply import STATUS_FILE
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+SO_RCVBUFFORCE = 33
+SKF_AD_OFF = -0x1000
+SKF_AD_PKTTYPE = 4
+SKF_AD_MARK = 20
+RCVBUF = 4 << 20
+READ_BATCH = 256
+PROGRESS_LIMIT = 0.5   # s: a loop that has not turned for this long is hung
+CHECK_EVERY = 1.0      # s: configuration, list files, socket losses, status file
+STATUS_SOON = 0.1      # s: after a decision, the status file is written within this
+
+
+def _filter(mark: int) -> bytes:
+    """Classic BPF: only the copies the kernel made for this port (mark), as sent (the
+    loopback device also receives each one back)."""
+    ld_w, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    prog = [
+        (ld_w, 0, 0, (SKF_AD_OFF + SKF_AD_MARK) & 0xFFFFFFFF),
+        (jeq, 0, 3, mark),
+        (ld_w, 0, 0, (SKF_AD_OFF + SKF_AD_PKTTYPE) & 0xFFFFFFFF),
+        (jeq, 0, 1, PACKET_OUTGOING),
+        (ret, 0, 0, 0xFFFF),
+        (ret, 0, 0, 0),
+    ]
+    return b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+
+
+def open_port_socket(mark: int) -> socket.socket:
+    code = _filter(mark)
+    program = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("@HP", len(code) // 8, ctypes.addressof(program))
+    # Protocol 0 receives nothing: the filter is in place before bind() starts delivery.
+    sock = socket.socket(socket.AF_PACKET,
+                         socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        with contextlib.suppress(OSError):  # needs CAP_NET_ADMIN; RCVBUF is the fallback
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        sock.bind(("lo", ETH_P_ALL))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class _Port:
+    name: str
+    uplink: str
+    mark: int
+    sock: socket.socket
+
+
+class Inspector:
+    def __init__(self) -> None:
+        self.cfg: Config | None = None
+        self.lists = lists.Lists()
+        self.list_stamp: tuple = ()
+        self.list_error: str | None = None
+        self.state_stamp: tuple | None = None
+        self.ports: dict[int, _Port] = {}
+        self.sender: Sender | None = None
+        self.counters = dict.fromkeys(("redirected", "forbidden", "reset", "allowed",
+                                       "uninspected_behind", "undecided", "lost"), 0)
+        self.ready = False  # the lists of the current configuration are loaded
+        self.loader: threading.Thread | None = None
+        self.progress = time.monotonic()
+        self.status_at = 0.0
+        self.behind_until = 0.0
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()  # the port list, between the loop and the heartbeat
+
+    # -- configuration --------------------------------------------------------------------
+    def _state_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(state.run_dir() / "state.json")
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def check_config(self) -> None:
+        stamp = self._state_stamp()
+        if stamp == self.state_stamp:
+            return
+        self.state_stamp = stamp
+        st = state.load() if stamp else None
+        cfg = Config.from_snapshot(st["config"]) if st else None
+        if cfg is not None and not enabled(cfg.values):
+            cfg = None
+        old = self.cfg
+        if cfg is not None and old is not None and cfg.values == old.values:
+            return
+        self._close_ports()
+        self.cfg = cfg
+        if cfg is None:
+            return
+        if self.sender is None:
+            self.sender = Sender(cfg["vrrp_socket_mark"])
+        else:
+            self.sender.set_mark(cfg["vrrp_socket_mark"])
+        ports = {}
+        for index, (port, uplink) in enumerate(cfg.pairs):
+            sock = open_port_socket(port_mark(index))
+            ports[sock.fileno()] = _Port(port, uplink, port_mark(index), sock)
+        with self.lock:
+            self.ports = ports
+        self.list_stamp = ()  # read the lists of this configuration; no heartbeat before
+        self.ready = False
+        report.event(f"inspector: inspecting {', '.join(cfg.in_ports)}", cause="inspector")
+
+    def check_lists(self) -> None:
+        """A changed list file is read in a thread of its own (100,000 entries take about a
+        second): meanwhile the loop goes on deciding with the old lists, and the new ones
+        replace them in one step."""
+        if self.cfg is None or (self.loader is not None and self.loader.is_alive()):
+            return
+        stamp = lists.stamp(self.cfg.values)
+        if stamp == self.list_stamp:
+            return
+        self.list_stamp = stamp
+        self.loader = threading.Thread(target=self._load_lists, args=(self.cfg,),
+                                       name="lists", daemon=True)
+        self.loader.start()
+
+    def _load_lists(self, cfg: Config) -> None:
+        started = time.monotonic()
+        try:
+            new = lists.load(cfg.values)
+            kernel.load_addresses(new)
+        except (lists.ListError, OSError) as e:
+            self.list_error = str(e)
+            report.error(f"inspector: black lists not loaded, the old ones stay: {e}",
+                         cause="inspector")
+            return
+        if cfg is not self.cfg:  # the configuration changed meanwhile: read again
+            return
+        self.lists, self.list_error, self.ready = new, None, True
+        report.event(f"inspector: black lists loaded in {time.monotonic() - started:.3f} s "
+                     f"({new.entries})", cause="inspector")
+
+    def _close_ports(self) -> None:
+        with self.lock:
+            ports, self.ports = self.ports, {}
+        if ports:
+            kernel.stop_heartbeat({p.name: p.mark for p in ports.values()})
+        for p in ports.values():
+            p.sock.close()
+
+    # -- the heartbeat (a thread: libnftables' delete waits for RCU, up to 30 ms) -----------
+    def heartbeat_loop(self) -> None:
+        while not self.stopping.wait(HEARTBEAT_EVERY):
+            with self.lock:
+                names = {p.name: p.mark for p in self.ports.values()}
+            now = time.monotonic()
+            if not names or not self.ready:
+                continue
+            if now - self.progress > PROGRESS_LIMIT or now < self.behind_until:
+                kernel.stop_heartbeat(names)  # fail open: the kernel lets packets pass
+                continue
+            kernel.heartbeat(names)
+
+    def check_losses(self) -> None:
+        """Packets the sockets dropped were taken away by the kernel and are lost (the
+        subscriber sends them again): fall back to passing for a while."""
+        lost = 0
+        for p in list(self.ports.values()):
+            with contextlib.suppress(OSError):
+                _, drops = struct.unpack("II", p.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
+                                                                 8))
+                lost += drops
+        if lost:
+            self.counters["lost"] += lost
+            self.behind_until = time.monotonic() + 2.0
+            with self.lock:
+                names = {p.name: p.mark for p in self.ports.values()}
+            kernel.stop_heartbeat(names)
+            report.warning(f"inspector: {lost} selected packets lost (falling behind); "
+                           f"passing uninspected for 2 s", cause="inspector")
+
+    # -- deciding -----------------------------------------------------------------------------
+    def _server_macs(self, seg: packet.Segment) -> tuple[bytes, bytes]:
+        """(destination, source) for a frame toward the server: the subscriber's own, or
+        the gateway's rewrite for a frame addressed to the virtual MAC."""
+        cfg = self.cfg
+        assert cfg is not None
+        if cfg.terminates and seg.dst_mac == mac_bytes(cfg["bras_arp_mac"]):
+            gw = cfg["bras_gateway_mac"]
+            if seg.version == 6:
+                gw = cfg.get("bras_gateway_ipv6_mac") or gw
+            return mac_bytes(gw), seg.dst_mac
+        return seg.dst_mac, seg.src_mac
+
+    def decide(self, port: _Port, frame: bytes) -> None:
+        assert self.cfg is not None and self.sender is not None
+        send = self.sender.send
+        seg = packet.parse(frame)
+        if seg is None:  # selected but unreadable (cannot happen by the rules): let it go
+            self.counters["undecided"] += 1
+            send(port.uplink, frame)
+            return
+        dst, src = self._server_macs(seg)
+        if seg.flags & packet.SYN:  # selected only when the address is blocked
+            send(port.name, packet.reset_to_subscriber(seg))
+            self.counters["reset"] += 1
+            return
+        if seg.dport == 80:
+            req = packet.http_request(seg.payload)
+            if req is None:
+                self.counters["undecided"] += 1
+            elif self.lists.ip_blocked(seg.dst_ip) or self.lists.url_blocked(*req):
+                url = self.cfg.get("black_list_redirect")
+                send(port.name, packet.answer_to_subscriber(
+                    seg, packet.http_answer(url, *req)))
+                send(port.uplink, packet.reset_to_server(seg, dst, src))
+                self.counters["redirected" if url else "forbidden"] += 1
+                return
+        else:
+            name = packet.tls_server_name(seg.payload)
+            if self.lists.ip_blocked(seg.dst_ip) or (name and self.lists.sni_blocked(name)):
+                send(port.name, packet.reset_to_subscriber(seg))
+                send(port.uplink, packet.reset_to_server(seg, dst, src))
+                self.counters["reset"] += 1
+                return
+        send(port.uplink, packet.reinjected(seg, dst, src))
+        self.counters["allowed"] += 1
+
+    def handle(self, fd: int) -> None:
+        port = self.ports.get(fd)
+        if port is None:
+            return
+        for _ in range(READ_BATCH):
+            try:
+                frame = port.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.ENETDOWN:
+                    report.warning(f"inspector: {port.name}: {e.strerror or e}")
+                return
+            self.decide(port, frame)
+
+    # -- status ---------------------------------------------------------------------------------
+    def write_status(self) -> None:
+        self.status_at = time.monotonic()
+        status = {"pid": os.getpid(), "updated": time.time(), "counters": self.counters,
+                  "lists": self.lists.entries, "list_error": self.list_error,
+                  "ports": [p.name for p in self.ports.values()]}
+        with contextlib.suppress(OSError):
+            state.run_dir().mkdir(parents=True, exist_ok=True)
+            atomicfile.write(state.run_dir() / STATUS_FILE, json.dumps(status))
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        poller = select.poll()
+        registered: set[int] = set()
+        next_check = 0.0
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                self.progress = now
+                if now >= next_check:
+                    next_check = now + CHECK_EVERY
+                    self.check_config()
+                    self.check_lists()
+                    self.check_losses()
+                    self.write_status()
+                    for fd in registered - set(self.ports):
+                        poller.unregister(fd)
+                    for fd in set(self.ports) - registered:
+                        poller.register(fd, select.POLLIN)
+                    registered = set(self.ports)
+                events = poller.poll(100)
+                for fd, _ in events:
+                    self.handle(fd)
+                if events and now - self.status_at > STATUS_SOON:
+                    self.write_status()  # `vrrp show` is current within STATUS_SOON
+        finally:
+            self.stopping.set()
+            self._close_ports()
+            self.write_status()
+
+
+def main(argv: list[str], config_path: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fdpi_cli inspector",
+        description="the black-list inspector (SKAT's DPI redirect); runs until SIGTERM. "
+                    "It follows the configuration the plugin last loaded (fdpi_cli "
+                    "start/reload) and the black-list files.")
+    parser.parse_args(argv)
+    inspector = Inspector()
+
+    def stop(_signum: int, _frame: Any) -> None:
+        inspector.stopping.set()
+
+    def reread(_signum: int, _frame: Any) -> None:
+        inspector.list_stamp = ()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reread)
+    inspector.run()
+    return 0

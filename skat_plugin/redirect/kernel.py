@@ -1,0 +1,88 @@
+"""The selection table's user-space side: address sets, heartbeat, counters (python3-nftables).
+
+The table netdev skat_redirect (nft/redirect.nft.in) lives across role switches, like the
+gateway's: a switch only flips it awake or dormant, so 100,000 blocked addresses are never
+loaded again by a failover. This module writes its sets and reads its counters, with a fresh
+Nftables context per call (see nftapply.py). Never through `nft`.
+
+    load_addresses(lists)  replace @block4 and @block6 in one transaction
+    heartbeat(ports)       keep the inspector's ports in @alive (the kernel's fail-open)
+    counters()             the kernel's counters, None when the table is not loaded
+"""
+
+from __future__ import annotations
+
+import json
+
+import nftables
+
+from . import HEARTBEAT_TIMEOUT, TABLE
+from .lists import Lists
+
+COUNTERS = ("inspected", "uninspected_down", "uninspected_overload")
+
+
+def _context() -> nftables.Nftables:
+    nft = nftables.Nftables()
+    nft.set_handle_output(False)
+    return nft
+
+
+def loaded() -> bool:
+    rc, _out, _err = _context().cmd(f"list map netdev {TABLE} alive")
+    return rc == 0
+
+
+def load_addresses(lists: Lists) -> bool:
+    """Both address sets replaced in one transaction: a packet sees the old lists or the new
+    ones, never none. False when the table is not loaded (redirect off, plugin stopped)."""
+    script = [f"flush set netdev {TABLE} block4", f"flush set netdev {TABLE} block6"]
+    for name, nets in (("block4", lists.nets4), ("block6", lists.nets6)):
+        if nets:
+            script.append(f"add element netdev {TABLE} {name} {{ "
+                          + ", ".join(str(n) for n in nets) + " }")
+    rc, _out, err = _context().cmd("\n".join(script) + "\n")
+    if rc != 0:
+        if not loaded():
+            return False
+        raise OSError(f"the kernel refused the address list: {err.strip()}")
+    return True
+
+
+def heartbeat(ports: dict[str, int]) -> bool:
+    """The inspector reads `ports` (name -> mark) for HEARTBEAT_TIMEOUT more. add, delete,
+    add: the element is renewed whether it was there or not, on any kernel (an `add` of an
+    existing element does not renew its timeout before Linux 6.10)."""
+    if not ports:
+        return True
+    plain = ", ".join(f'"{p}" : {m:#x}' for p, m in ports.items())
+    ttl = f"timeout {int(HEARTBEAT_TIMEOUT * 1000)}ms"
+    timed = ", ".join(f'"{p}" {ttl} : {m:#x}' for p, m in ports.items())
+    rc, _out, _err = _context().cmd(
+        f"add element netdev {TABLE} alive {{ {plain} }}\n"
+        f"delete element netdev {TABLE} alive {{ {plain} }}\n"
+        f"add element netdev {TABLE} alive {{ {timed} }}\n")
+    return rc == 0
+
+
+def stop_heartbeat(ports: dict[str, int]) -> None:
+    """Fail open now (the inspector leaves or falls behind), not a timeout later."""
+    if not ports:
+        return
+    plain = ", ".join(f'"{p}" : {m:#x}' for p, m in ports.items())
+    _context().cmd(f"add element netdev {TABLE} alive {{ {plain} }}\n"
+                   f"delete element netdev {TABLE} alive {{ {plain} }}\n")
+
+
+def counters() -> dict[str, int] | None:
+    nft = _context()
+    nft.set_json_output(True)
+    rc, out, _err = nft.cmd(f"list counters table netdev {TABLE}")
+    if rc != 0:
+        return None
+    result = {name: 0 for name in COUNTERS}
+    for item in json.loads(out).get("nftables", []):
+        counter = item.get("counter")
+        if counter and counter.get("name") in result:
+            result[counter["name"]] = int(counter["packets"])
+    return result
