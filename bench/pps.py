@@ -119,7 +119,7 @@ def fill(n: int, target_ip: str, target_mac: str) -> None:
                      f"{m[2]:02x}:{m[3]:02x}")
     for i in range(0, len(elems), FILL_BATCH):
         nft = Nftables()  # a fresh context per command: its cache stays small
-        cmd = ("add element netdev skat_gateway sub4 { "
+        cmd = ("add element netdev skat_plugin_gateway sub4 { "
                + ", ".join(elems[i:i + FILL_BATCH]) + " }")
         rc, _, err = nft.cmd(cmd)
         if rc != 0:
@@ -242,14 +242,14 @@ class Bench:
                          str(case.subscribers), SUB_IP, self.s0_mac, timeout=120)
             if case.subscribers not in self.filled:  # once per size: did they all arrive?
                 out = self.lab.run(app.ns, "nft", "-j", "list", "map", "netdev",
-                                   "skat_gateway", "sub4", timeout=120).stdout
+                                   "skat_plugin_gateway", "sub4", timeout=120).stdout
                 got = [len(o["map"].get("elem", [])) for o in json.loads(out)["nftables"]
                        if "map" in o]
                 assert got == [case.subscribers], (case.name, got)
                 self.filled.add(case.subscribers)
 
     def counter(self, name: str) -> int:
-        out = self.lab.run(self.app.ns, "nft", "-j", "list", "counter", "netdev", "skat_gateway",
+        out = self.lab.run(self.app.ns, "nft", "-j", "list", "counter", "netdev", "skat_plugin_gateway",
                            name).stdout
         return next(o["counter"]["packets"] for o in json.loads(out)["nftables"]
                     if "counter" in o)

@@ -105,7 +105,8 @@ def read_gateway_counters() -> dict[str, int] | None:
 
 # Every table of the plugin: what a repair puts back, and what a fingerprint covers.
 ALL_TABLES = (("netdev", MASTER_TABLE), ("netdev", BACKUP_TABLE), ("bridge", BACKUP_TABLE),
-              ("inet", "skat_plugin_vrrp"), ("netdev", GATEWAY_TABLE))
+              ("inet", "skat_plugin_vrrp"), ("netdev", GATEWAY_TABLE),
+              ("netdev", "skat_plugin_redirect"))
 
 
 def fingerprint() -> str:

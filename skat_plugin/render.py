@@ -21,7 +21,7 @@ ROLES = (MASTER, BACKUP)
 
 MASTER_TABLE = "skat_plugin_master"  # netdev: awake in master, dormant in backup
 BACKUP_TABLE = "skat_plugin_backup"  # netdev and bridge: awake in backup
-GATEWAY_TABLE = "skat_gateway"  # lives across role switches: the learned subscribers
+GATEWAY_TABLE = "skat_plugin_gateway"  # lives across role switches: the learned subscribers
 
 
 def nft_dir() -> Path:
@@ -231,7 +231,7 @@ def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -
 def render_stop() -> RuleSet:
     """Removes the plugin's tables, the gateway's included (and nothing else)."""
     return RuleSet("stopped", [], replaces=(*ROLE_TABLES, ("netdev", GATEWAY_TABLE),
-                                           ("netdev", "skat_redirect")))
+                                           ("netdev", "skat_plugin_redirect")))
 
 
 def _add_redirect(cfg: Config, role: str, files: list[str], defines: dict[str, str]) -> None:

@@ -191,7 +191,7 @@ def keep(expected: tuple[Any, str] | None) -> tuple[tuple[Any, str] | None, str 
                 f"the kernel holds the {loaded} rules, not the {st['role']}'s"
                 if loaded != st["role"] else "the plugin's rules were changed")
         cfg = Config.from_snapshot(st["config"])
-        _switch(cfg, st["role"], "repair", st, full=True)
+        _with_lists(cfg, _switch, cfg, st["role"], "repair", st, full=True)
         return (state.signature(), nftapply.fingerprint()), what
 
 

@@ -92,7 +92,7 @@ def start_inspector(app: Appliance) -> subprocess.Popen[str]:
 
 
 def alive_ports(app: Appliance) -> bool:
-    res = app.lab.run(app.ns, "nft", "-j", "list", "map", "netdev", "skat_redirect", "alive",
+    res = app.lab.run(app.ns, "nft", "-j", "list", "map", "netdev", "skat_plugin_redirect", "alive",
                       check=False)
     if res.returncode != 0:
         return False

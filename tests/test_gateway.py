@@ -280,9 +280,9 @@ def test_termination_is_hot_and_bad_keys_change_nothing(lab: Lab) -> None:
 
     app.write_conf(GATEWAY_CONF.replace("bras_terminate_l2=1", "bras_terminate_l2=0"))
     app.cli("reload")
-    assert "skat_gateway" not in lab.run(app.ns, "nft", "list", "tables").stdout
+    assert "skat_plugin_gateway" not in lab.run(app.ns, "nft", "list", "tables").stdout
     app.cli("stop")
-    assert "skat_gateway" not in lab.run(app.ns, "nft", "list", "tables").stdout
+    assert "skat_plugin_gateway" not in lab.run(app.ns, "nft", "list", "tables").stdout
 
 
 def test_ipv6_subscriber_takes_its_default_route_from_the_masters_ra(lab: Lab) -> None:

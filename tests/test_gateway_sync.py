@@ -125,7 +125,7 @@ def drive(group: Group, app: Appliance, role: str, mode: str = "probe") -> None:
 
 def nft_map(lab: Lab, ns: str, name: str) -> dict[str, tuple[str, int]]:
     """ip -> (mac, expires) of a learned map, as `nft -j` shows it."""
-    out = lab.run(ns, "nft", "-j", "list", "map", "netdev", "skat_gateway", name).stdout
+    out = lab.run(ns, "nft", "-j", "list", "map", "netdev", "skat_plugin_gateway", name).stdout
     found = {}
     for item in json.loads(out)["nftables"]:
         for key, mac in (item.get("map") or {}).get("elem") or []:
@@ -161,7 +161,7 @@ def group(lab: Lab) -> Group:
 def test_backup_holds_the_masters_subscribers_and_carries_them_after_a_takeover(
         group: Group) -> None:
     lab, a, b = group.lab, group.a, group.b
-    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev", "skat_gateway").stdout
+    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev", "skat_plugin_gateway").stdout
     drive(group, a, "master")
     drive(group, b, "backup")
     smac = mac_of(lab, group.sub, "s0")
@@ -177,7 +177,7 @@ def test_backup_holds_the_masters_subscribers_and_carries_them_after_a_takeover(
     print(f"\nB holds the subscriber {time.monotonic() - learned:.2f} s after A learned it")
     # Written with the full timeout, and B's table stayed dormant all along.
     assert all(nft_map(lab, b.ns, m)[ip][1] >= TIMEOUT - 5 for m, ip in want.items())
-    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev", "skat_gateway").stdout
+    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev", "skat_plugin_gateway").stdout
 
     # The module sees what nft sees.
     view = module_view(b)
@@ -215,7 +215,7 @@ def test_backup_holds_the_masters_subscribers_and_carries_them_after_a_takeover(
                and ((IP in f and f[IP].dst == SUB4) or (IPv6 in f and f[IPv6].dst == SUB6))]
     assert {IP in f for f in carried} == {True, False}, [f.summary() for f in cap.frames]
     out = lab.run(b.ns, "nft", "-j", "list", "counters", "table", "netdev",
-                  "skat_gateway").stdout
+                  "skat_plugin_gateway").stdout
     counters = {c["counter"]["name"]: c["counter"]["packets"]
                 for c in json.loads(out)["nftables"] if "counter" in c}
     assert counters["unknown_subscriber"] == 0 and counters["forwarded_down"] >= 2, counters

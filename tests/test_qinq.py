@@ -3,7 +3,7 @@
 The plugin is started normally (fdpi_cli start, L2 termination on) and the QinQ files are
 loaded on top in the appliance's namespace with the plugin's own defines, as render.py would
 once it includes them:  qinq-responder.nft (table skat_plugin), gateway-qinq-maps.nft.in and
-gateway-qinq.nft (table skat_gateway). No VLAN interfaces (no 8021q module here): raw frames
+gateway-qinq.nft (table skat_plugin_gateway). No VLAN interfaces (no 8021q module here): raw frames
 are sent from packet sockets and captured with tcpdump, both tags on the wire.
 
 Found on this kernel (6.x) and nft 1.0.6, and relied on here: the outer tag is in skb

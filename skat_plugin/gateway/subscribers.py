@@ -1,6 +1,6 @@
 """The gateway's learned subscribers: read and write the kernel's tables (bras_terminate_l2=1).
 
-The netdev table skat_gateway (nft/gateway.nft) learns each subscriber's IP -> MAC into the
+The netdev table skat_plugin_gateway (nft/gateway.nft) learns each subscriber's IP -> MAC into the
 maps sub4 and sub6, and offers new, changed and due pairs in the sets fresh4 and fresh6
 for the group sync (sync.py). This module is the only user-space access to them, through
 python3-nftables with a fresh context per call (see nftapply.py). Never through `nft`.

@@ -9,7 +9,7 @@ The kernel selects (nft/redirect.nft.in), Python decides only what the kernel ca
 docs/redirect.md.
 """
 
-TABLE = "skat_redirect"  # lives across role switches: the address lists and the heartbeat
+TABLE = "skat_plugin_redirect"  # lives across role switches: the address lists and the heartbeat
 # Selected packets carry MARK_BASE + n, n = 1 + the in_dev port's position: the inspector's
 # socket for that port reads only its own (nft/redirect.nft.in).
 MARK_BASE = 0x534B0000

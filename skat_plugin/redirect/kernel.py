@@ -1,6 +1,6 @@
 """The selection table's user-space side: address sets, heartbeat, counters (python3-nftables).
 
-The table netdev skat_redirect (nft/redirect.nft.in) lives across role switches, like the
+The table netdev skat_plugin_redirect (nft/redirect.nft.in) lives across role switches, like the
 gateway's: a switch only flips it awake or dormant, so 100,000 blocked addresses are never
 loaded again by a failover. This module writes its sets and reads its counters, with a fresh
 Nftables context per call (see nftapply.py). Never through `nft`.
