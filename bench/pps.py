@@ -249,8 +249,8 @@ class Bench:
                 self.filled.add(case.subscribers)
 
     def counter(self, name: str) -> int:
-        out = self.lab.run(self.app.ns, "nft", "-j", "list", "counter", "netdev", "skat_plugin_gateway",
-                           name).stdout
+        out = self.lab.run(self.app.ns, "nft", "-j", "list", "counter", "netdev",
+                           "skat_plugin_gateway", name).stdout
         return next(o["counter"]["packets"] for o in json.loads(out)["nftables"]
                     if "counter" in o)
 

@@ -161,7 +161,8 @@ def group(lab: Lab) -> Group:
 def test_backup_holds_the_masters_subscribers_and_carries_them_after_a_takeover(
         group: Group) -> None:
     lab, a, b = group.lab, group.a, group.b
-    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev", "skat_plugin_gateway").stdout
+    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev",
+                                "skat_plugin_gateway").stdout
     drive(group, a, "master")
     drive(group, b, "backup")
     smac = mac_of(lab, group.sub, "s0")
@@ -177,7 +178,8 @@ def test_backup_holds_the_masters_subscribers_and_carries_them_after_a_takeover(
     print(f"\nB holds the subscriber {time.monotonic() - learned:.2f} s after A learned it")
     # Written with the full timeout, and B's table stayed dormant all along.
     assert all(nft_map(lab, b.ns, m)[ip][1] >= TIMEOUT - 5 for m, ip in want.items())
-    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev", "skat_plugin_gateway").stdout
+    assert "dormant" in lab.run(b.ns, "nft", "list", "table", "netdev",
+                                "skat_plugin_gateway").stdout
 
     # The module sees what nft sees.
     view = module_view(b)
