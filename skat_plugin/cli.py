@@ -14,17 +14,21 @@ Every error is one line on stderr (and in the journal at priority err) and a non
 see errors.py for the codes. `--config PATH` may come before or after the command.
 
 Only argparse is imported up front: `--help` and `vrrp show` must not pay for jsonschema,
-pyroute2 or libnftables they do not use (each command imports what it needs).
+pyroute2 or libnftables they do not use (each command imports what it needs). `vrrp set`
+with the daemon running takes a leaner path still (quickset.py), before argparse.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from . import __version__, errors
 from .errors import SkatError
+
+TYPE_CHECKING = False  # typing itself costs --help ~5 ms
+if TYPE_CHECKING:
+    import argparse
 
 # Commands whose options belong to their own module: `module.main(argv) -> int`.
 DELEGATED = {
@@ -91,6 +95,8 @@ def json_dumps(value: object) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     # --config is accepted after the command too; SUPPRESS keeps a subcommand from
     # overwriting the value given before it.
     common = argparse.ArgumentParser(add_help=False)
@@ -137,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         x = vrrp.add_parser(name, help=text, add_help=False)
         x.add_argument("args", nargs=argparse.REMAINDER)
     return p
+
+
+def _print_set(st: dict) -> None:
+    print(f"ignored: {st['ignored']}" if st.get("ignored") else f"role: {st['role']}")
 
 
 def _via_daemon(request: dict) -> dict | None:
@@ -210,11 +220,8 @@ def run(args: argparse.Namespace) -> int:
               f"the kernel takes both rule sets (dry run, nothing changed)")
     elif command == "set":
         request = {"op": "set", "role": args.role, "cause": args.cause, "force": args.force}
-        st = _via_daemon(request) or role.set_role(args.role, args.cause, force=args.force)
-        if st.get("ignored"):
-            print(f"ignored: {st['ignored']}")
-        else:
-            print(f"role: {st['role']}")
+        _print_set(_via_daemon(request)
+                   or role.set_role(args.role, args.cause, force=args.force))
     return errors.OK
 
 
@@ -235,6 +242,21 @@ def _config_from_rest(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["vrrp", "set"]:
+        from . import quickset  # keepalived's path at every failover: the lean client
+
+        answer = quickset.request(argv)
+        if answer is not None and not answer.get("error"):
+            _print_set(answer)
+            return errors.OK
+        if answer is not None:  # refused by the daemon: reported as the full path does
+            err = SkatError(answer["error"])
+            err.exit_code = int(answer.get("exit_code", errors.FAILURE))
+            from . import report
+
+            report.console(f"fdpi_cli: {err}", exit_code=err.exit_code)
+            return err.exit_code
     try:
         return _main(argv)
     except BrokenPipeError:
