@@ -131,7 +131,8 @@ def test_rule_set_is_valid_nft() -> None:
               "vrrp_nd_router_flag": 1}
     for role in render.ROLES:
         rs = render.render(Config("x", values), role, [])
-        assert rs.files[-2:] == ["vrrp-firewall.nft", "vrrp-from-peers.nft"]
+        at = rs.files.index("vrrp-firewall.nft")
+        assert rs.files[at:at + 2] == ["vrrp-firewall.nft", "vrrp-from-peers.nft"]
         assert rs.defines["vrrp_peers"] == "{ 192.0.2.12, 192.0.2.13 }"
     res = subprocess.run(["nft", "-c", "-I", str(render.nft_dir()), "-f", "-"],
                          input=rs.script(), capture_output=True, text=True)
