@@ -38,7 +38,6 @@ same fe80::1 from the same MAC, and a zero lifetime would make every host drop i
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import random
@@ -47,7 +46,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .. import ndsum, report
+from .. import ndsum, packetsock, report
 from ..announce import ALL_NODES, ETH_P_IPV6, Sender, mac_bytes
 from ..config import Config
 
@@ -80,13 +79,6 @@ ANSWER_RATE = 10.0   # answers per second and port (token bucket refill)
 ANSWER_BURST = 10    # bucket size
 READ_BATCH = 64      # frames per handle(): the daemon's timers must not starve in a flood
 
-# Packet socket constants (linux/if_packet.h, linux/if_ether.h, asm/socket.h).
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_AUXDATA = 8
-PACKET_IGNORE_OUTGOING = 23
-PACKET_OUTGOING = 4
-SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
@@ -183,7 +175,8 @@ def _answer(cfg: Config, sol: Solicitation, frame: bytes) -> bytes:
 def _vlan_tag(ancdata: list[tuple[int, int, bytes]]) -> bytes:
     """The frame's VLAN tag, which the kernel moved into metadata, as 4 bytes (or none)."""
     for level, kind, data in ancdata:
-        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= AUXDATA.size:
+        if (level, kind) == (packetsock.SOL_PACKET, packetsock.PACKET_AUXDATA) \
+                and len(data) >= AUXDATA.size:
             status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
             if status & TP_STATUS_VLAN_VALID:
                 tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
@@ -192,10 +185,11 @@ def _vlan_tag(ancdata: list[tuple[int, int, bytes]]) -> bytes:
 
 
 # -- listening -------------------------------------------------------------------------------
-def _rs_filter() -> list[tuple[int, int, int, int]]:
+def _rs_filter() -> list[packetsock.Instruction]:
     """Classic BPF on the frame from its Ethernet header: IPv6, next header 58, type 133.
     Runs in the kernel for every frame of the port, so the ethertype test comes first."""
-    ldh, ldb, jeq, ret = 0x28, 0x30, 0x15, 0x06  # BPF_LD|H|ABS, BPF_LD|B|ABS, JMP|JEQ|K, RET|K
+    ldh, ldb, jeq, ret = (packetsock.LD_H_ABS, packetsock.LD_B_ABS, packetsock.JEQ_K,
+                          packetsock.RET_K)
     return [
         (ldh, 0, 0, 12),
         (jeq, 0, 5, ETH_P_IPV6),
@@ -210,22 +204,7 @@ def _rs_filter() -> list[tuple[int, int, int, int]]:
 
 def open_listener(port: str) -> socket.socket:
     """A non-blocking packet socket on `port` that receives only Router Solicitations."""
-    code = b"".join(struct.pack("=HBBI", *insn) for insn in _rs_filter())
-    program = ctypes.create_string_buffer(code, len(code))
-    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }, native layout
-    fprog = struct.pack("@HP", len(code) // 8, ctypes.addressof(program))
-    # Protocol 0 receives nothing: the filter is in place before bind() starts delivery.
-    sock = socket.socket(socket.AF_PACKET,
-                         socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-        sock.bind((port, ETH_P_ALL))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return packetsock.open_filtered(port, _rs_filter(), ignore_outgoing=True, auxdata=True)
 
 
 class TokenBucket:
@@ -328,7 +307,7 @@ class RouterAdvertiser:
                 report.warning(f"router solicitations on {listener.port}: {e.strerror or e}",
                                port=listener.port)
                 return
-            if addr[2] == PACKET_OUTGOING:  # the filter cannot see direction; be sure
+            if addr[2] == packetsock.PACKET_OUTGOING:  # the filter cannot see direction; be sure
                 continue
             self.rs_received += 1
             sol = parse_rs(frame)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -49,21 +48,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import atomicfile, report, state
+from .. import atomicfile, packetsock, report, state
 from ..announce import Sender, mac_bytes
 from ..config import Config
 from . import HEARTBEAT_EVERY, enabled, kernel, lists, packet, port_mark
 from .apply import STATUS_FILE
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_STATISTICS = 6
-PACKET_OUTGOING = 4
-SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
-SO_RCVBUFFORCE = 33
-SKF_AD_OFF = -0x1000
-SKF_AD_PKTTYPE = 4
-SKF_AD_MARK = 20
 RCVBUF = 4 << 20
 READ_BATCH = 256
 PROGRESS_LIMIT = 0.5   # s: a loop that has not turned for this long is hung
@@ -71,37 +61,22 @@ CHECK_EVERY = 1.0      # s: configuration, list files, socket losses, status fil
 STATUS_SOON = 0.1      # s: after a decision, the status file is written within this
 
 
-def _filter(mark: int) -> bytes:
+def _filter(mark: int) -> list[packetsock.Instruction]:
     """Classic BPF: only the copies the kernel made for this port (mark), as sent (the
     loopback device also receives each one back)."""
-    ld_w, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
-    prog = [
-        (ld_w, 0, 0, (SKF_AD_OFF + SKF_AD_MARK) & 0xFFFFFFFF),
+    ld_w, jeq, ret = packetsock.LD_W_ABS, packetsock.JEQ_K, packetsock.RET_K
+    return [
+        (ld_w, 0, 0, (packetsock.SKF_AD_OFF + packetsock.SKF_AD_MARK) & 0xFFFFFFFF),
         (jeq, 0, 3, mark),
-        (ld_w, 0, 0, (SKF_AD_OFF + SKF_AD_PKTTYPE) & 0xFFFFFFFF),
-        (jeq, 0, 1, PACKET_OUTGOING),
+        (ld_w, 0, 0, (packetsock.SKF_AD_OFF + packetsock.SKF_AD_PKTTYPE) & 0xFFFFFFFF),
+        (jeq, 0, 1, packetsock.PACKET_OUTGOING),
         (ret, 0, 0, 0xFFFF),
         (ret, 0, 0, 0),
     ]
-    return b"".join(struct.pack("=HBBI", *insn) for insn in prog)
 
 
 def open_port_socket(mark: int) -> socket.socket:
-    code = _filter(mark)
-    program = ctypes.create_string_buffer(code, len(code))
-    fprog = struct.pack("@HP", len(code) // 8, ctypes.addressof(program))
-    # Protocol 0 receives nothing: the filter is in place before bind() starts delivery.
-    sock = socket.socket(socket.AF_PACKET,
-                         socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-        with contextlib.suppress(OSError):  # needs CAP_NET_ADMIN; RCVBUF is the fallback
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-        sock.bind(("lo", ETH_P_ALL))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return packetsock.open_filtered("lo", _filter(mark), rcvbuf=RCVBUF)
 
 
 @dataclass
@@ -226,8 +201,8 @@ class Inspector:
         lost = 0
         for p in list(self.ports.values()):
             with contextlib.suppress(OSError):
-                _, drops = struct.unpack("II", p.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
-                                                                 8))
+                stats = p.sock.getsockopt(packetsock.SOL_PACKET, packetsock.PACKET_STATISTICS, 8)
+                _, drops = struct.unpack("II", stats)
                 lost += drops
         if lost:
             self.counters["lost"] += lost

@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from .. import ndsum
+
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 VLAN_TPIDS = (0x8100, 0x88A8)
@@ -31,12 +33,8 @@ WINDOW = 65535
 
 
 def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    """The Internet checksum (RFC 1071), from the product's one sum (ndsum.csum)."""
+    return ~ndsum.csum(data) & 0xFFFF
 
 
 @dataclass

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..election import PidWatch
+from . import Source
 from .inotify import CHANGES, IN_CREATE, IN_MOVED_TO, Inotify
 
 
-class ElectionWatch:
+class ElectionWatch(Source):
     def __init__(self, watches: list[PidWatch], on_change: Callable[[], None]) -> None:
         self.watches = watches
         self.on_change = on_change
@@ -71,12 +72,6 @@ class ElectionWatch:
                 return
         self.on_change()
         self.sync()
-
-    def next_due(self) -> float | None:
-        return None
-
-    def run(self, now: float) -> None:
-        return None
 
     def close(self) -> None:
         for fd in self.pidfds.values():

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from . import Source
 from .inotify import Inotify
 
 
-class FileWatch:
+class FileWatch(Source):
     def __init__(self, directory: Path, names: set[str], on_change: Callable[[], None]) -> None:
         self.names = names
         self.on_change = on_change
@@ -24,12 +25,6 @@ class FileWatch:
         events = self.inotify.read()
         if any(d is None or name in self.names for d, name, _mask in events):
             self.on_change()
-
-    def next_due(self) -> float | None:
-        return None
-
-    def run(self, now: float) -> None:
-        return None
 
     def close(self) -> None:
         self.inotify.close()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import Source
 
-class LinkWatch:
+
+class LinkWatch(Source):
     def __init__(self, on_change: Callable[[], None]) -> None:
         from pyroute2 import IPRoute  # slow to import: only the daemon needs it
         from pyroute2.netlink.rtnl import RTMGRP_LINK
@@ -22,12 +24,6 @@ class LinkWatch:
     def handle(self, fd: int, now: float) -> None:
         self.ipr.get()  # drain what is there (poll said it is readable)
         self.on_change()
-
-    def next_due(self) -> float | None:
-        return None
-
-    def run(self, now: float) -> None:
-        return None
 
     def close(self) -> None:
         self.ipr.close()

@@ -16,6 +16,8 @@ import socket
 import struct
 from collections.abc import Callable
 
+from . import Source
+
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -28,7 +30,7 @@ _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 DEBOUNCE = 0.005
 
 
-class RulesetWatch:
+class RulesetWatch(Source):
     """fds()/handle()/next_due()/run(): calls `check` once after each burst of changes."""
 
     def __init__(self, check: Callable[[float], None], debounce: float = DEBOUNCE) -> None:
