@@ -123,6 +123,11 @@ def fingerprint() -> str:
     return digest.hexdigest()
 
 
+def tables() -> frozenset[tuple[str, str]]:
+    """(family, name) of every table in the kernel."""
+    return _tables(_context())
+
+
 def loaded_role() -> str | None:
     """Which role's tables are awake in the kernel, judged from the kernel itself.
 

@@ -214,6 +214,20 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
             files.append("gateway-ttl6.nft")
 
 
+def tables_of(cfg: Config) -> set[tuple[str, str]]:
+    """(family, table) of every table a full load of `cfg` leaves in the kernel."""
+    from . import redirect
+
+    tables = {("netdev", MASTER_TABLE), ("netdev", BACKUP_TABLE), ("bridge", BACKUP_TABLE)}
+    if cfg.vrrp_enabled and cfg.get("vrrp_interface") is not None:
+        tables.add(("inet", "skat_plugin_vrrp"))
+    if cfg.terminates:
+        tables.add(("netdev", GATEWAY_TABLE))
+    if redirect.enabled(cfg.values):
+        tables.add(("netdev", "skat_plugin_redirect"))
+    return tables
+
+
 def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -> None:
     """Both roles: only the group's appliances may send VRRP to vrrp_interface."""
     if not cfg.vrrp_enabled or cfg.get("vrrp_interface") is None:

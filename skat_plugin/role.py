@@ -169,11 +169,11 @@ def keep(expected: tuple[Any, str] | None) -> tuple[tuple[Any, str] | None, str 
     """Are the plugin's tables what the last change loaded? If not, load them again.
 
     expected: (state signature, rule-set fingerprint) taken after the last change, or None.
-    A changed state file means someone (under this lock) loaded new rules: they become the
-    expectation. Otherwise a different fingerprint means another writer (a `flush
-    ruleset`, an operator's nft command) changed or removed the plugin's tables: the
-    current role and configuration are loaded again. Without an expectation (the daemon
-    just started), the tables are only judged by the role they hold.
+    The same state and another fingerprint mean another writer (a `flush ruleset`, an
+    operator's nft command) changed or removed the plugin's tables: the current role and
+    configuration are loaded again. A changed state file means the plugin itself loaded new
+    rules (under this lock): they become the expectation, once the kernel shows the state's
+    role in every table of its configuration (a writer may have struck in between too).
     Returns the new expectation and, after a repair, what was wrong (else None).
     """
     with state.locked():
@@ -182,15 +182,18 @@ def keep(expected: tuple[Any, str] | None) -> tuple[tuple[Any, str] | None, str 
             return None, None
         sig = state.signature()
         current = nftapply.fingerprint()
-        if expected is not None and (expected[0] != sig or expected[1] == current):
+        if expected is not None and expected[0] == sig and expected[1] == current:
             return (sig, current), None
+        cfg = Config.from_snapshot(st["config"])
         loaded = nftapply.loaded_role()
-        if expected is None and loaded == st["role"]:
-            return (sig, current), None
+        missing = render.tables_of(cfg) - nftapply.tables()
+        if (expected is None or expected[0] != sig) and loaded == st["role"] and not missing:
+            return (sig, current), None  # a change of the plugin's own: the new normal
         what = ("the plugin's tables were removed" if loaded is None else
+                f"table(s) {', '.join(f'{f} {t}' for f, t in sorted(missing))} removed"
+                if missing else
                 f"the kernel holds the {loaded} rules, not the {st['role']}'s"
                 if loaded != st["role"] else "the plugin's rules were changed")
-        cfg = Config.from_snapshot(st["config"])
         _with_lists(cfg, _switch, cfg, st["role"], "repair", st, full=True)
         return (state.signature(), nftapply.fingerprint()), what
 
