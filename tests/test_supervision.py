@@ -93,6 +93,7 @@ def test_removed_or_altered_rules_come_back_and_the_operators_tables_stay(
         assert "skat_plugin_rule_repairs_total" in d.metrics.read_text()
     finally:
         d.stop()
+        print(d.output()[-3000:])  # shown when the test fails
 
 
 def test_a_writer_that_keeps_deleting_is_reported_and_backed_off(lab: Lab) -> None:
