@@ -143,6 +143,7 @@ class Daemon:
         self.repair_backoff = 0.0
         self.repair_not_before = 0.0
         self.metrics_dirty = True
+        self.published = ""  # daemon.json as last written, without its time stamp
         self.subscriber_counts: tuple[float, dict[str, Any]] | None = None  # (when, counts)
         self.owns_run_dir = False  # set once our pid file is written
 
@@ -431,8 +432,13 @@ class Daemon:
                 "updated": _now_iso()}
 
     def publish(self) -> None:
-        """daemon.json (read by `vrrp show` and the track script) and systemd's STATUS."""
+        """daemon.json (read by `vrrp show` and the track script) and systemd's STATUS,
+        written when something in them changed (not at every tick of a timer)."""
         st = self.status()
+        content = json.dumps({k: v for k, v in st.items() if k != "updated"}, sort_keys=True)
+        if content == self.published:
+            return
+        self.published = content
         atomicfile.write(self.run_dir / "daemon.json", json.dumps(st, sort_keys=True))
         alive = {True: "alive", False: "GONE", None: "not seen"}[st["election_alive"]]
         self.notifier.status(f"role={self.role} since={self.since or '-'} "
@@ -467,7 +473,7 @@ class Daemon:
         # window (the real master refreshing), not a split brain.
         if self.role == MASTER and not self.awaiting_election:
             from . import nftapply
-            value = (nftapply.read_counters() or {}).get("foreign_master_frames")
+            value = nftapply.read_counter("foreign_master_frames")
         change = self.sb.check(value, now)
         if change.raised:
             report.error(f"split brain: another master sends from the virtual MAC "

@@ -13,8 +13,10 @@ Unfit (exit 1, one line on stderr saying why), checked in this order:
      sends from bras_arp_mac), so that keepalived hands over.
 
 keepalived runs this every second, so it stays light: the configuration comes from the
-snapshot the last start/reload saved (no fastdpi.conf parsing, no jsonschema), and the ports
-are read from sysfs (skat_plugin/ports.py; no pyroute2, which takes ~130 ms to import).
+snapshot the last start/reload saved (no fastdpi.conf parsing, no jsonschema), the ports
+are read from sysfs (skat_plugin/ports.py; no pyroute2, which takes ~130 ms to import), and
+while the daemon runs the rules are its to keep (it loads them again within milliseconds
+when someone removes them), so libnftables is not even loaded.
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ def unfit_reason(require_daemon: bool = False) -> str | None:
     if st is None:
         return "plugin not started (run 'fdpi_cli start')"
     cfg = Config.from_snapshot(st["config"])
-    from . import nftapply  # libnftables: only once we know there is something to look at
+    daemon = state.daemon_alive()
+    if not daemon:
+        # The daemon puts back rules others remove (docs/daemon.md); without it, look.
+        from . import nftapply  # libnftables: costs this every-second script the most
 
-    if nftapply.loaded_role() is None:
-        return "the plugin's nftables rules are not loaded"
+        if nftapply.loaded_role() is None:
+            return "the plugin's nftables rules are not loaded"
     problems = ports.problems(cfg.pairs)
     if problems:
         return "; ".join(problems)
-    if require_daemon and not state.daemon_alive():
+    if require_daemon and not daemon:
         return "the supervising daemon (fdpi_cli daemon) is not running"
     if cfg.get("vrrp_split_brain_handover") == 1 and state.daemon_status().get("split_brain"):
         return "split brain: another master sends from bras_arp_mac (vrrp_split_brain_handover=1)"

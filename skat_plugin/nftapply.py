@@ -88,6 +88,20 @@ def read_counters() -> dict[str, int] | None:
     return result
 
 
+def read_counter(name: str, family: str = "netdev", table: str = MASTER_TABLE) -> int | None:
+    """One named counter's packets (the split-brain look, every second while master): one
+    small listing instead of every counter of every table."""
+    nft = _context()
+    nft.set_json_output(True)
+    rc, out, _err = nft.cmd(f"list counter {family} {table} {name}")
+    if rc != 0:
+        return None
+    for item in json.loads(out).get("nftables", []):
+        if "counter" in item:
+            return int(item["counter"]["packets"])
+    return None
+
+
 def read_gateway_counters() -> dict[str, int] | None:
     """Packets per counter of the gateway's table; None when it is not loaded."""
     nft = _context()
