@@ -44,7 +44,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -56,6 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from machine import loadavg, machine  # noqa: E402
 from netlab import PYTHON, Lab  # noqa: E402
 
 VMAC = "02:00:5e:00:01:01"
@@ -325,21 +325,6 @@ def quartiles(v: list[float]) -> tuple[float, float]:
         return min(v), max(v)
     q = statistics.quantiles(v, n=4)
     return q[0], q[2]
-
-
-def machine() -> str:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"nproc {os.cpu_count()}, Linux {platform.release()}, CPU {model}"
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def main() -> int:

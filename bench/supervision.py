@@ -44,7 +44,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -60,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "lab"))
 
+from machine import loadavg, machine  # noqa: E402
 from netlab import PYTHON, Lab, wait_for  # noqa: E402
 
 VMAC = "02:00:5e:00:01:01"
@@ -372,21 +372,6 @@ def helper_responder(iface: str, vip: str, vmac: str) -> None:
 
 
 # --- the bench (root namespace) --------------------------------------------------------------
-def machine() -> str:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"nproc {os.cpu_count()}, Linux {platform.release()}, CPU {model}"
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
 def helper(lab: Lab, ns: str, env: dict[str, str], *args: str, timeout: float = 300) -> dict:
     out = lab.run(ns, PYTHON, str(Path(__file__).resolve()), *args, env=env, timeout=timeout)
     sys.stderr.write(out.stderr)

@@ -102,19 +102,18 @@ def read_counter(name: str, family: str = "netdev", table: str = MASTER_TABLE) -
     return None
 
 
-def read_gateway_counters() -> dict[str, int] | None:
-    """Packets per counter of the gateway's table; None when it is not loaded."""
+def table_counters(family: str, table: str, names: tuple[str, ...]) -> dict[str, int] | None:
+    """Packets of the named counters of one table (0 for one it lacks); None when the table
+    is not loaded."""
     nft = _context()
     nft.set_json_output(True)
-    rc, out, _err = nft.cmd(f"list counters table netdev {GATEWAY_TABLE}")
-    if rc != 0:
-        return None
-    result = {name: 0 for name in GATEWAY_COUNTERS}
-    for item in json.loads(out).get("nftables", []):
-        counter = item.get("counter")
-        if counter and counter.get("name") in result:
-            result[counter["name"]] = int(counter["packets"])
-    return result
+    found = _counters(nft, family, table)
+    return None if found is None else {name: found.get(name, 0) for name in names}
+
+
+def read_gateway_counters() -> dict[str, int] | None:
+    """Packets per counter of the gateway's table; None when it is not loaded."""
+    return table_counters("netdev", GATEWAY_TABLE, GATEWAY_COUNTERS)
 
 
 # Every table of the plugin: what a repair puts back, and what a fingerprint covers.

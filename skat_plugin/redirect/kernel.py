@@ -12,8 +12,6 @@ Nftables context per call (see nftapply.py). Never through `nft`.
 
 from __future__ import annotations
 
-import json
-
 import nftables
 
 from . import HEARTBEAT_TIMEOUT, TABLE
@@ -75,14 +73,6 @@ def stop_heartbeat(ports: dict[str, int]) -> None:
 
 
 def counters() -> dict[str, int] | None:
-    nft = _context()
-    nft.set_json_output(True)
-    rc, out, _err = nft.cmd(f"list counters table netdev {TABLE}")
-    if rc != 0:
-        return None
-    result = {name: 0 for name in COUNTERS}
-    for item in json.loads(out).get("nftables", []):
-        counter = item.get("counter")
-        if counter and counter.get("name") in result:
-            result[counter["name"]] = int(counter["packets"])
-    return result
+    from .. import nftapply
+
+    return nftapply.table_counters("netdev", TABLE, COUNTERS)
