@@ -203,5 +203,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    # No options: --help says what runs, instead of running it.
+    argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
+                            epilog="It takes about two minutes and needs root.").parse_args()
     struct.calcsize("I")
     main()
