@@ -55,23 +55,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from conftest import BASE_CONF, VMAC  # noqa: E402  (the tests' appliance)
 from machine import loadavg, machine  # noqa: E402
 from netlab import PYTHON, Lab  # noqa: E402
 
-VMAC = "02:00:5e:00:01:01"
-VIP = "100.64.0.1"
 SUB_IP = "100.64.0.10"       # the subscriber (receiver of term-down, source of term-up)
 NET_IP = "203.0.113.7"       # somewhere on the Internet
 GW_IP = "198.51.100.1"       # bras_gateway_ip
-BASE_CONF = f"""# fastdpi.conf of bench/pps.py
-in_dev=i0
-out_dev=o0
-vrrp_enable=1
-bras_arp_mac={VMAC}
-bras_arp_ip={VIP}
-bras_ipv6_link_local=fe80::1
-bras_ipv6_address=2001:db8:100::1
-"""
 FILL_BATCH = 10_000
 
 

@@ -59,22 +59,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "lab"))
 
+from conftest import BASE_CONF, VIP, VMAC  # noqa: E402  (the tests' appliance)
 from machine import loadavg, machine  # noqa: E402
 from netlab import PYTHON, Lab, wait_for  # noqa: E402
 
-VMAC = "02:00:5e:00:01:01"
-VIP = "100.64.0.1"
 REQUESTER_IP = "100.64.0.10"
-CONF = f"""# fastdpi.conf of bench/supervision.py
-in_dev=i0
-out_dev=o0
-vrrp_enable=1
-bras_arp_mac={VMAC}
-bras_arp_ip={VIP}
-bras_ipv6_link_local=fe80::1
-bras_ipv6_address=2001:db8:100::1
-vrrp_election_pidfile=
-"""
+CONF = BASE_CONF + "vrrp_election_pidfile=\n"
 # What dh-python's installer writes as /usr/bin/fdpi_cli (taken from the built .deb).
 PACKAGE_SCRIPT = """#!/usr/bin/python3
 # -*- coding: utf-8 -*-
