@@ -243,6 +243,8 @@ class Daemon:
         if self.table_sync is None or old_cfg is None or self.cfg is None \
                 or old_cfg.values != self.cfg.values:
             self._renew_table_sync()
+        if self.table_sync:
+            self.table_sync.is_master = new_role == MASTER
         if self.cfg is not None and self._mark() != self.sender.mark:
             self.sender.set_mark(self._mark())  # a reload changed vrrp_socket_mark
         # Master only by SKAT's start rule, with VRRP on: keepalived has not elected this
@@ -584,11 +586,12 @@ class Daemon:
             for fd in ready:
                 if fd in polled:
                     polled[fd].handle(fd, now)
-            for src in self._sources():
-                due = src.next_due()
-                if due is not None and now >= due and src not in (self.advertiser,
-                                                                  self.table_sync):
-                    src.run(now)
+            due = [src for src in self._sources()
+                   if (at := src.next_due()) is not None and now >= at]
+            if due:
+                self.refresh_state()  # never act for a role another process just left
+            for src in due:
+                src.run(now)
             if wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)
@@ -641,12 +644,6 @@ class Daemon:
                 and now >= self.announcer.next_due():
             self.refresh_state()  # never announce a role another process just left
             self.announcer.run(now)
-        if self.advertiser and (due := self.advertiser.next_due()) is not None and now >= due:
-            self.refresh_state()
-            self.advertiser.run(now)
-        if self.table_sync and (due := self.table_sync.next_due()) is not None \
-                and now >= due:
-            self.table_sync.run(now, self.role == MASTER)
         ends = self._wait_ends()
         if ends is not None and now >= ends:
             # The wait is bounded: keepalived may be broken, absent, or was already running

@@ -62,7 +62,8 @@ while True:
         sync.handle(fd, time.monotonic())
     now = time.monotonic()
     if (due := sync.next_due()) is not None and now >= due:
-        sync.run(now, role == "master")
+        sync.is_master = role == "master"
+        sync.run(now)
     with open(out + ".tmp", "w") as f:
         json.dump(dict(sync.counters(), fds=len(sync.fds())), f)
     os.replace(out + ".tmp", out)

@@ -25,8 +25,9 @@ How:
   The appliance's own broadcasts come back to it and are ignored by their sender id.
 
 The daemon drives it as an event source: fds() and handle(fd, now) for the socket,
-next_due() and run(now, is_master) for the timer. The socket is opened when the sync is
-on; an interface that is missing yet is retried every few seconds.
+next_due() and run(now) for the timer; the daemon sets is_master with the role. The
+socket is opened when the sync is on; an interface that is missing yet is retried every
+few seconds.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class TableSync:
     """The sync of one configuration; the daemon makes a new one when it changes."""
 
     def __init__(self, cfg: Config, sender_id: str | None = None) -> None:
+        self.is_master = False  # the daemon follows the role; only a master sends
         self.interval = float(cfg.get("vrrp_sync_interval", 1.0))
         self.router_id = int(cfg.get("vrrp_router_id", 51))
         self.port = int(cfg.get("vrrp_sync_port", 23720))
@@ -206,7 +208,7 @@ class TableSync:
             return self.reopen_at
         return self.next_at
 
-    def run(self, now: float, is_master: bool) -> None:
+    def run(self, now: float) -> None:
         if not self.enabled:
             return
         if self.sock is None:
@@ -216,7 +218,7 @@ class TableSync:
                 return
         if now < self.next_at:
             return
-        if not is_master:  # a backup sends nothing; a former master's backlog is stale
+        if not self.is_master:  # a backup sends nothing; a former master's backlog is stale
             self.backlog.clear()
         elif not self.backlog and now >= self.round_at:
             self.round_at = now + self.interval
