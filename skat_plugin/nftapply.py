@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import nftables
 
@@ -122,23 +123,30 @@ ALL_TABLES = (("netdev", MASTER_TABLE), ("netdev", BACKUP_TABLE), ("bridge", BAC
               ("netdev", "skat_plugin_redirect"))
 
 
-def fingerprint() -> str:
-    """A digest of the plugin's tables as the kernel holds them: rules, chains, sets and
-    table flags, without counter values or set elements (terse, stateless listing), so
-    that only a change of the rules themselves changes it."""
+class Snapshot(NamedTuple):
+    """The plugin's tables as the kernel holds them, from one listing of each."""
+    digest: str                                # rules, chains, sets, table flags
+    present: frozenset[tuple[str, str]]        # which of ALL_TABLES exist
+    role: str | None                           # whose tables are awake (see loaded_role)
+
+
+def snapshot() -> Snapshot:
+    """Listed terse and stateless (no counter values, no set elements), so that only a
+    change of the rules themselves changes the digest."""
     nft = _context()
     nft.set_terse_output(True)
     nft.set_stateless_output(True)
     digest = hashlib.sha256()
+    present = set()
+    role = None
     for family, table in ALL_TABLES:
         rc, out, _err = nft.cmd(f"list table {family} {table}")
         digest.update(out.encode() if rc == 0 else f"no {family} {table}\n".encode())
-    return digest.hexdigest()
-
-
-def tables() -> frozenset[tuple[str, str]]:
-    """(family, name) of every table in the kernel."""
-    return _tables(_context())
+        if rc == 0:
+            present.add((family, table))
+            if (family, table) == ("netdev", MASTER_TABLE):
+                role = _role_of(out)
+    return Snapshot(digest.hexdigest(), frozenset(present), role)
 
 
 def loaded_role() -> str | None:
@@ -149,7 +157,9 @@ def loaded_role() -> str | None:
     """
     nft = _context()
     rc, out, _err = nft.cmd(f"list table netdev {MASTER_TABLE}")
-    if rc != 0:
-        return None
-    head = out.split("chain", 1)[0].split("counter", 1)[0]
+    return _role_of(out) if rc == 0 else None
+
+
+def _role_of(master_listing: str) -> str:
+    head = master_listing.split("chain", 1)[0].split("counter", 1)[0]
     return "backup" if re.search(r"^\s*flags\s.*\bdormant\b", head, re.M) else "master"

@@ -181,10 +181,10 @@ def keep(expected: tuple[Any, str] | None) -> tuple[tuple[Any, str] | None, str 
         if st is None:
             return None, None
         sig = state.signature()
-        current = nftapply.fingerprint()
+        now = nftapply.snapshot()
+        current, loaded = now.digest, now.role
         cfg = Config.from_snapshot(st["config"])
-        loaded = nftapply.loaded_role()
-        missing = render.tables_of(cfg) - nftapply.tables()
+        missing = render.tables_of(cfg) - now.present
         # Whatever the fingerprints say, the state's role in every table of its
         # configuration is the least (a writer may strike between a load and its check).
         healthy = loaded == st["role"] and not missing
@@ -196,7 +196,7 @@ def keep(expected: tuple[Any, str] | None) -> tuple[tuple[Any, str] | None, str 
                 f"the kernel holds the {loaded} rules, not the {st['role']}'s"
                 if loaded != st["role"] else "the plugin's rules were changed")
         _with_lists(cfg, _switch, cfg, st["role"], "repair", st, full=True)
-        return (state.signature(), nftapply.fingerprint()), what
+        return (state.signature(), nftapply.snapshot().digest), what
 
 
 def end_wait(why: str) -> dict[str, Any]:
