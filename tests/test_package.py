@@ -164,7 +164,10 @@ class Booted:
 
     def _system_state(self) -> str | None:
         res = self.sh("systemctl is-system-running --wait", check=False, timeout=90)
-        return res.stdout.strip() or None
+        # "offline": asked before the new systemd created /run/systemd/system (sd_booted()
+        # is still false a moment after exec), not a verdict on the boot: ask again.
+        state = res.stdout.strip()
+        return None if state in ("", "offline") else state
 
     def _init_pid(self) -> int | None:
         if self.proc.poll() is not None:
