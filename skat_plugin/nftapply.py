@@ -1,8 +1,6 @@
 """Loads a RuleSet into the kernel in one libnftables transaction, and reads its counters.
 
-A fresh Nftables context per call keeps calls independent (libnftables 1.0.6 even corrupts
-its heap when a context given variables with add_var runs a second command; the defines are
-therefore part of the script, see RuleSet.script).
+Every command goes through libnft.run (the process's contexts, kept per kind).
 """
 
 from __future__ import annotations
@@ -13,8 +11,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-import nftables
-
+from . import libnft
 from .errors import ApplyError, SkatError
 from .render import BACKUP_TABLE, GATEWAY_TABLE, MASTER_TABLE, RuleSet, nft_dir
 
@@ -25,18 +22,11 @@ GATEWAY_COUNTERS = ("forwarded_up", "forwarded_down", "unknown_subscriber", "ttl
                     "not_forwarded")
 
 
-def _context() -> nftables.Nftables:
-    nft = nftables.Nftables()
-    nft.set_handle_output(False)
-    return nft
-
-
 def apply(ruleset: RuleSet, directory: Path | None = None) -> None:
     """All of the rule set, or (on any error) none of it: the kernel keeps what it had."""
-    nft = _context()
-    nft.add_include_path(str(directory or nft_dir()))
-    present = _tables(nft) if ruleset.replaces else frozenset()
-    rc, _out, err = nft.cmd(ruleset.script(directory, present))
+    present = _tables() if ruleset.replaces else frozenset()
+    rc, _out, err = libnft.run(ruleset.script(directory, present),
+                               include=str(directory or nft_dir()), fresh=bool(ruleset.defines))
     if rc != 0:
         raise ApplyError(f"the kernel refused the {ruleset.role} rule set, nothing was "
                          f"changed: {err.strip()}")
@@ -45,11 +35,9 @@ def apply(ruleset: RuleSet, directory: Path | None = None) -> None:
 def dry_run(ruleset: RuleSet, directory: Path | None = None) -> None:
     """Would the kernel take this rule set? The whole transaction goes to the kernel and is
     aborted at its end (nft --check): nothing is changed, whatever the answer."""
-    nft = _context()
-    nft.set_dry_run(True)
-    nft.add_include_path(str(directory or nft_dir()))
-    present = _tables(nft) if ruleset.replaces else frozenset()
-    rc, _out, err = nft.cmd(ruleset.script(directory, present))
+    present = _tables() if ruleset.replaces else frozenset()
+    rc, _out, err = libnft.run(ruleset.script(directory, present), dry_run=True,
+                               include=str(directory or nft_dir()), fresh=bool(ruleset.defines))
     if rc != 0:
         if "Operation not permitted" in err:
             raise SkatError("cannot ask the kernel whether it takes the rule sets: that "
@@ -58,14 +46,14 @@ def dry_run(ruleset: RuleSet, directory: Path | None = None) -> None:
                          f"{err.strip()}")
 
 
-def _tables(nft: nftables.Nftables) -> frozenset[tuple[str, str]]:
+def _tables() -> frozenset[tuple[str, str]]:
     """(family, name) of every table in the kernel (text listing: see loaded_role)."""
-    rc, out, _err = nft.cmd("list tables")
+    rc, out, _err = libnft.run("list tables")
     return frozenset(re.findall(r"^table (\w+) (\S+)$", out, re.M)) if rc == 0 else frozenset()
 
 
-def _counters(nft: nftables.Nftables, family: str, table: str) -> dict[str, int] | None:
-    rc, out, _err = nft.cmd(f"list counters table {family} {table}")
+def _counters(family: str, table: str) -> dict[str, int] | None:
+    rc, out, _err = libnft.run(f"list counters table {family} {table}", json=True)
     if rc != 0:
         return None
     return {item["counter"]["name"]: int(item["counter"]["packets"])
@@ -78,23 +66,19 @@ def read_counters() -> dict[str, int] | None:
     Both roles' tables stay loaded, so their counters run on across role switches; they
     start again at a full load (start, reload).
     """
-    nft = _context()
-    nft.set_json_output(True)
-    master = _counters(nft, "netdev", MASTER_TABLE)
+    master = _counters("netdev", MASTER_TABLE)
     if master is None:
         return None
-    found = {**master, **(_counters(nft, "netdev", BACKUP_TABLE) or {})}
+    found = {**master, **(_counters("netdev", BACKUP_TABLE) or {})}
     result = {name: found.get(name, 0) for name in COUNTERS}
-    result["guard_drops"] += (_counters(nft, "bridge", BACKUP_TABLE) or {}).get("host_drops", 0)
+    result["guard_drops"] += (_counters("bridge", BACKUP_TABLE) or {}).get("host_drops", 0)
     return result
 
 
 def read_counter(name: str, family: str = "netdev", table: str = MASTER_TABLE) -> int | None:
     """One named counter's packets (the split-brain look, every second while master): one
     small listing instead of every counter of every table."""
-    nft = _context()
-    nft.set_json_output(True)
-    rc, out, _err = nft.cmd(f"list counter {family} {table} {name}")
+    rc, out, _err = libnft.run(f"list counter {family} {table} {name}", json=True)
     if rc != 0:
         return None
     for item in json.loads(out).get("nftables", []):
@@ -106,9 +90,7 @@ def read_counter(name: str, family: str = "netdev", table: str = MASTER_TABLE) -
 def table_counters(family: str, table: str, names: tuple[str, ...]) -> dict[str, int] | None:
     """Packets of the named counters of one table (0 for one it lacks); None when the table
     is not loaded."""
-    nft = _context()
-    nft.set_json_output(True)
-    found = _counters(nft, family, table)
+    found = _counters(family, table)
     return None if found is None else {name: found.get(name, 0) for name in names}
 
 
@@ -133,14 +115,12 @@ class Snapshot(NamedTuple):
 def snapshot() -> Snapshot:
     """Listed terse and stateless (no counter values, no set elements), so that only a
     change of the rules themselves changes the digest."""
-    nft = _context()
-    nft.set_terse_output(True)
-    nft.set_stateless_output(True)
     digest = hashlib.sha256()
     present = set()
     role = None
     for family, table in ALL_TABLES:
-        rc, out, _err = nft.cmd(f"list table {family} {table}")
+        rc, out, _err = libnft.run(f"list table {family} {table}", terse=True,
+                                   stateless=True)
         digest.update(out.encode() if rc == 0 else f"no {family} {table}\n".encode())
         if rc == 0:
             present.add((family, table))
@@ -155,8 +135,7 @@ def loaded_role() -> str | None:
     The master's table is dormant in backup. (Read from the text listing: nft 1.0.6 prints
     table flags wrongly in JSON.)
     """
-    nft = _context()
-    rc, out, _err = nft.cmd(f"list table netdev {MASTER_TABLE}")
+    rc, out, _err = libnft.run(f"list table netdev {MASTER_TABLE}")
     return _role_of(out) if rc == 0 else None
 
 

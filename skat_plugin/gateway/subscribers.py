@@ -3,7 +3,7 @@
 The netdev table skat_plugin_gateway (nft/gateway.nft) learns each subscriber's IP -> MAC into the
 maps sub4 and sub6, and offers new, changed and due pairs in the sets fresh4 and fresh6
 for the group sync (sync.py). This module is the only user-space access to them, through
-python3-nftables with a fresh context per call (see nftapply.py). Never through `nft`.
+python3-nftables (libnft.run). Never through `nft`.
 
     read(family)   the learned subscribers, with their remaining lifetime
     count()        how many per family (for `vrrp show` and metrics)
@@ -44,8 +44,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-import nftables
-
+from .. import libnft
 from ..render import GATEWAY_TABLE
 
 FAMILY = "netdev"
@@ -76,18 +75,9 @@ class Subscriber(NamedTuple):
 Pair = tuple[str, str]
 
 
-def _context() -> nftables.Nftables:
-    nft = nftables.Nftables()
-    nft.set_json_output(True)
-    nft.set_handle_output(False)
-    return nft
-
-
 def _cmd(command: str, terse: bool = False) -> list[dict[str, Any]] | None:
     """One read; its JSON objects, or None when the kernel said no (e.g. no such table)."""
-    nft = _context()
-    nft.set_terse_output(terse)
-    rc, out, _err = nft.cmd(command)
+    rc, out, _err = libnft.run(command, json=True, terse=terse)
     if rc != 0:
         return None
     return json.loads(out).get("nftables", []) if out.strip() else []
@@ -97,7 +87,7 @@ def _commit(script: str) -> bool:
     """One transaction: all of it or none of it."""
     if not script:
         return True
-    return _context().cmd(script)[0] == 0
+    return libnft.run(script)[0] == 0
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -266,9 +256,7 @@ def _current(name: str, ips: list[str]) -> dict[str, str]:
 def _get(name: str, ip: str) -> str | None:
     """The MAC stored for one IP. nft 1.0.6 answers `get element` in text even when asked
     for JSON (and knows no JSON `get`): the one element is `{ IP [expires ..] : MAC }`."""
-    nft = _context()
-    nft.set_json_output(False)
-    rc, out, _err = nft.cmd(f"get element {FAMILY} {GATEWAY_TABLE} {name} {{ {ip} }}")
+    rc, out, _err = libnft.run(f"get element {FAMILY} {GATEWAY_TABLE} {name} {{ {ip} }}")
     found = _GOT.search(out) if rc == 0 else None
     return found.group(1) if found else None
 
@@ -320,7 +308,7 @@ def _refresh_in_place() -> bool:
         table = f"skat_probe_{os.getpid()}"
         set_ref = f"inet {table} s"
         try:
-            ok = _context().cmd(
+            ok = libnft.run(
                 f"add table inet {table}\n"
                 f"add set {set_ref} {{ type ipv4_addr ; flags timeout ; timeout 1h ; }}\n"
                 f"add element {set_ref} {{ 192.0.2.1 timeout 1h expires 10s }}")[0] == 0
@@ -330,5 +318,5 @@ def _refresh_in_place() -> bool:
             items = _elements(_cmd(f"list set {set_ref}"), "set") if ok else []
             _probed = bool(items) and _unwrap(items[0])[1] > 60
         finally:
-            _context().cmd(f"delete table inet {table}")
+            libnft.run(f"delete table inet {table}")
     return _probed

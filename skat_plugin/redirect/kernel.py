@@ -2,8 +2,8 @@
 
 The table netdev skat_plugin_redirect (nft/redirect.nft.in) lives across role switches, like the
 gateway's: a switch only flips it awake or dormant, so 100,000 blocked addresses are never
-loaded again by a failover. This module writes its sets and reads its counters, with a fresh
-Nftables context per call (see nftapply.py). Never through `nft`.
+loaded again by a failover. This module writes its sets and reads its counters through
+python3-nftables (libnft.run). Never through `nft`.
 
     load_addresses(lists)  replace @block4 and @block6 in one transaction
     heartbeat(ports)       keep the inspector's ports in @alive (the kernel's fail-open)
@@ -12,22 +12,15 @@ Nftables context per call (see nftapply.py). Never through `nft`.
 
 from __future__ import annotations
 
-import nftables
-
+from .. import libnft
 from . import HEARTBEAT_TIMEOUT, TABLE
 from .lists import Lists
 
 COUNTERS = ("inspected", "uninspected_down", "uninspected_overload")
 
 
-def _context() -> nftables.Nftables:
-    nft = nftables.Nftables()
-    nft.set_handle_output(False)
-    return nft
-
-
 def loaded() -> bool:
-    rc, _out, _err = _context().cmd(f"list map netdev {TABLE} alive")
+    rc, _out, _err = libnft.run(f"list map netdev {TABLE} alive")
     return rc == 0
 
 
@@ -39,7 +32,7 @@ def load_addresses(lists: Lists) -> bool:
         if nets:
             script.append(f"add element netdev {TABLE} {name} {{ "
                           + ", ".join(str(n) for n in nets) + " }")
-    rc, _out, err = _context().cmd("\n".join(script) + "\n")
+    rc, _out, err = libnft.run("\n".join(script) + "\n")
     if rc != 0:
         if not loaded():
             return False
@@ -56,7 +49,7 @@ def heartbeat(ports: dict[str, int]) -> bool:
     plain = ", ".join(f'"{p}" : {m:#x}' for p, m in ports.items())
     ttl = f"timeout {int(HEARTBEAT_TIMEOUT * 1000)}ms"
     timed = ", ".join(f'"{p}" {ttl} : {m:#x}' for p, m in ports.items())
-    rc, _out, _err = _context().cmd(
+    rc, _out, _err = libnft.run(
         f"add element netdev {TABLE} alive {{ {plain} }}\n"
         f"delete element netdev {TABLE} alive {{ {plain} }}\n"
         f"add element netdev {TABLE} alive {{ {timed} }}\n")
@@ -68,7 +61,7 @@ def stop_heartbeat(ports: dict[str, int]) -> None:
     if not ports:
         return
     plain = ", ".join(f'"{p}" : {m:#x}' for p, m in ports.items())
-    _context().cmd(f"add element netdev {TABLE} alive {{ {plain} }}\n"
+    libnft.run(f"add element netdev {TABLE} alive {{ {plain} }}\n"
                    f"delete element netdev {TABLE} alive {{ {plain} }}\n")
 
 
