@@ -17,7 +17,11 @@ from pathlib import Path
 
 from ..election import PidWatch
 from . import Source
-from .inotify import CHANGES, IN_CREATE, IN_MOVED_TO, Inotify
+from .inotify import CHANGES, IN_ATTRIB, IN_CREATE, IN_MOVED_TO, Inotify
+
+# A pid file written, replaced or removed; or touched: the process it names is judged by
+# being older than the file (election.PidWatch), so a new mtime may adopt it.
+PIDFILE_CHANGES = CHANGES | IN_ATTRIB
 
 
 class ElectionWatch(Source):
@@ -34,7 +38,7 @@ class ElectionWatch(Source):
     def _watch_dir(self, directory: Path) -> None:
         """The pid file's directory; while it does not exist (keepalived creates
         /run/keepalived), its nearest existing ancestor, for the directory's creation."""
-        if self.inotify.watch(directory):
+        if self.inotify.watch(directory, PIDFILE_CHANGES):
             return
         parent = directory.parent
         while parent != parent.parent and not parent.is_dir():
@@ -68,7 +72,7 @@ class ElectionWatch(Source):
                 if directory.is_dir():
                     del self.waiting_for[directory]
                     self._watch_dir(directory)
-            if not any(d is None or mask & CHANGES for d, _name, mask in events):
+            if not any(d is None or mask & PIDFILE_CHANGES for d, _name, mask in events):
                 return
         self.on_change()
         self.sync()
