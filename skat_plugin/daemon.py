@@ -2,9 +2,10 @@
 
 One thread, one poll loop, so everything that changes the role is applied one at a time in
 the order it arrived: keepalived's notify FIFO, the control socket (`fdpi_cli vrrp set`,
-`reload`), SIGHUP, and the election watch. Around that the loop keeps the timers: the
-state poll (another process may switch roles directly), announcements, the split-brain
-counter, the port watch, daemon.json, the metrics file and the systemd watchdog.
+`reload`), SIGHUP. Around that it waits on the kernel's events (watch/: rule-set changes,
+the election process, links, state.json written by another process, frames from another
+master) and keeps the few timers that are periodic by nature: announcements, the metrics
+file and the systemd watchdog.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from .config import Config
 from .errors import SkatError
 from .gateway import ra
 from .gateway import sync as tablesync
-from .render import BACKUP, MASTER
+from .render import BACKUP, MASTER, SPLIT_BRAIN_GROUP
 from .watch.election import ElectionWatch
 from .watch.files import FileWatch
+from .watch.foreign import ForeignFrames
 from .watch.links import LinkWatch
 from .watch.ruleset import RulesetWatch
 
@@ -116,7 +118,7 @@ class Daemon:
         self.role_changes = 0
         self.requests = 0  # served on the control socket
         # Watches.
-        self.sb = splitbrain.Watch()
+        self.sb = splitbrain.Watch()  # the split-brain source's, once it exists (setup)
         self.port_problems: list[str] = []
         self.pidwatches: list[election.PidWatch] = []
         self.fifo: keepalived_fifo.Fifo | None = None
@@ -137,6 +139,7 @@ class Daemon:
         self.election_watch: ElectionWatch | None = None
         self.link_watch: LinkWatch | None = None
         self.file_watch: FileWatch | None = None
+        self.foreign: ForeignFrames | None = None
         self.expected: tuple[Any, str] | None = None  # (state signature, rules fingerprint)
         self.repairs: list[float] = []  # monotonic times of recent repairs
         self.repairs_total = 0
@@ -176,6 +179,12 @@ class Daemon:
         self.file_watch = FileWatch(self.run_dir, {"state.json"}, self.refresh_state)
         self.link_watch = LinkWatch(self.check_ports)
         self.ruleset_watch = RulesetWatch(self.check_rules)
+        self.foreign = ForeignFrames(SPLIT_BRAIN_GROUP, self.on_split_brain,
+                                     self._foreign_frames)
+        self.sb = self.foreign.watch
+        if self.foreign.fallback:
+            report.warning(f"split-brain watch: {self.foreign.fallback}", cause="split-brain")
+        self._look_for_foreign_frames()
         self.check_rules(time.monotonic())  # also: flushed while this daemon was down
         self.check_ports()
 
@@ -187,7 +196,7 @@ class Daemon:
         if self.advertiser:
             self.advertiser.stop()
         for source in (self.table_sync, self.election_watch, self.file_watch,
-                       self.link_watch, self.ruleset_watch):
+                       self.link_watch, self.ruleset_watch, self.foreign):
             if source:
                 source.close()
         if self.sender:
@@ -256,11 +265,9 @@ class Daemon:
                                       and st.get("awaiting_election", False))
         if self.awaiting_election and not was_waiting:
             self.awaiting_since = time.monotonic()
+        self._look_for_foreign_frames()
         if new_role == MASTER and not self.awaiting_election:
-            # Every switch loads a new table: the kernel counter starts again at zero.
-            self.sb.last_value = 0
             if not self.announcer.active or (old_cfg and old_cfg.values != self.cfg.values):
-                self.sb.reset()
                 self.announcer.start(announce.Plan.from_config(self.cfg), time.monotonic())
                 if self.advertiser:  # the takeover RA, then the responder and schedule
                     self.advertiser.stop()
@@ -269,7 +276,6 @@ class Daemon:
             self.announcer.stop()
             if self.advertiser:
                 self.advertiser.stop()
-            self.sb.reset(None)
 
     def _renew_table_sync(self) -> None:
         """The subscriber-table sync follows the loaded configuration (its own socket)."""
@@ -469,27 +475,36 @@ class Daemon:
             self.subscriber_counts = (now, subscribers.count())
         return self.subscriber_counts[1]
 
-    def check_split_brain(self, now: float) -> None:
-        value = None
-        # Awaiting the election, a second master on the wire is SKAT's documented start
-        # window (the real master refreshing), not a split brain.
-        if self.role == MASTER and not self.awaiting_election:
-            from . import nftapply
-            value = nftapply.read_counter("foreign_master_frames")
-        change = self.sb.check(value, now)
+    def _look_for_foreign_frames(self) -> None:
+        """Only an elected master can see another master. Awaiting the election, a second
+        master on the wire is SKAT's documented start window (the real master
+        refreshing), and in backup it is the master: neither is a split brain."""
+        if self.foreign:
+            self.foreign.look(self.role == MASTER and not self.awaiting_election,
+                              time.monotonic())
+
+    @staticmethod
+    def _foreign_frames() -> int | None:
+        from . import nftapply  # the fallback's look, without NFLOG
+
+        return nftapply.read_counter("foreign_master_frames")
+
+    def on_split_brain(self, change: splitbrain.Change, watch: splitbrain.Watch) -> None:
+        now = time.monotonic()
         if change.raised:
+            where = f" on {', '.join(sorted(watch.ports))}" if watch.ports else ""
             report.error(f"split brain: another master sends from the virtual MAC "
-                         f"({change.new_frames} frame(s) arrived on the subscriber ports)",
+                         f"({change.new_frames} frame(s) arrived{where})",
                          role=self.role, cause="split-brain", split_brain=1,
                          foreign_frames=change.new_frames)
-            self.metrics_dirty = True
         elif change.cleared:
             report.event(f"split brain over (no frame from another master for "
-                         f"{self.sb.window:g} s): announcing again", role=self.role,
+                         f"{watch.window:g} s): announcing again", role=self.role,
                          cause="split-brain-cleared", split_brain=0)
-            self.metrics_dirty = True
             if self.role == MASTER and self.announcer and self.cfg:
+                self.refresh_state()  # never announce a role another process just left
                 self.announcer.start(announce.Plan.from_config(self.cfg), now)
+        self.metrics_dirty = True
 
     def check_rules(self, now: float) -> None:
         """The rule set changed (any writer): are the plugin's tables still what its last
@@ -570,9 +585,9 @@ class Daemon:
                      role=self.role, cause="daemon-start")
 
         now = time.monotonic()
-        # What is left on a clock is what is periodic by nature: the master's refreshes
-        # and split-brain look, the metrics file, systemd's watchdog, the end of a wait.
-        timers = {"sb": now, "metrics": now, "watchdog": now}
+        # What is left on a clock is what is periodic by nature: the master's refreshes,
+        # the metrics file, systemd's watchdog, the end of a wait.
+        timers = {"metrics": now, "watchdog": now}
         polled: dict[int, Any] = {}  # descriptor -> its event source
         while not self.stopping:
             polled = self._poll_sources(poller, polled)
@@ -619,7 +634,8 @@ class Daemon:
 
     def _sources(self) -> list[Any]:
         return [src for src in (self.election_watch, self.file_watch, self.link_watch,
-                                self.ruleset_watch, self.advertiser, self.table_sync)
+                                self.ruleset_watch, self.foreign, self.advertiser,
+                                self.table_sync)
                 if src is not None]
 
     def _poll_sources(self, poller: select.poll, polled: dict[int, Any]) -> dict[int, Any]:
@@ -657,11 +673,6 @@ class Daemon:
                         f"{', '.join(str(w.path) for w in self.pidwatches)}; "
                         f"systemctl start keepalived)")
             self.apply("end of the wait for an election", lambda: role.end_wait(why))
-        if now >= timers["sb"]:
-            # Only a master can see another master; a backup has nothing to look at.
-            timers["sb"] = now + splitbrain.POLL if self.role == MASTER else math.inf
-            self.check_split_brain(now)
-            self.publish()
         if self.metrics_dirty or now >= timers["metrics"]:
             self.metrics_dirty = False
             timers["metrics"] = now + metrics.REFRESH
@@ -672,8 +683,7 @@ class Daemon:
         elif now >= timers["watchdog"]:
             timers["watchdog"] = now + self.notifier.watchdog
             self.notifier.send("WATCHDOG=1")
-        if self.role == MASTER and timers["sb"] == math.inf:
-            timers["sb"] = now  # entered master: start looking
+        self.publish()  # daemon.json follows what this turn of the loop changed, if anything
 
     def _on_stop(self, signum: int, _frame: object) -> None:
         self.stopping = True

@@ -22,6 +22,10 @@ ROLES = (MASTER, BACKUP)
 MASTER_TABLE = "skat_plugin_master"  # netdev: awake in master, dormant in backup
 BACKUP_TABLE = "skat_plugin_backup"  # netdev and bridge: awake in backup
 GATEWAY_TABLE = "skat_plugin_gateway"  # lives across role switches: the learned subscribers
+# The NFLOG group that reports frames from another master to the daemon: written as a number
+# in nft/master.nft (nft takes no define there). 0x5CA7, "SKAT", as vrrp_socket_mark's
+# default; a group has one listener per namespace.
+SPLIT_BRAIN_GROUP = 0x5CA7
 
 
 def nft_dir() -> Path:
