@@ -1,6 +1,7 @@
 """Supervision: role switches, step-down, idle cost, ARP reply cost, side by side in one run.
 
-    /usr/bin/python3 bench/supervision.py [--quick]          (root; Markdown tables on stdout)
+    /usr/bin/python3 bench/supervision.py [--quick] [--only PART]...
+                                              (root; Markdown tables on stdout)
 
 1. Role switch inside the daemon. A client that keeps its imports loaded sends `set` on the
    control socket (control.request), 20 ms apart and back to back; it times the round trip
@@ -76,6 +77,7 @@ if __name__ == "__main__":
     sys.exit(main())
 """
 TICK = os.sysconf("SC_CLK_TCK")
+PARTS = ("switch", "cli", "stepdown", "arp", "idle")  # --only
 
 
 # --- small statistics ---------------------------------------------------------------------
@@ -645,7 +647,10 @@ def main() -> int:
     ap.add_argument("--arp-rate", type=int, default=10000, help="ARP requests a second")
     ap.add_argument("--arp-seconds", type=float, default=5)
     ap.add_argument("--arp-rounds", type=int, default=3)
+    ap.add_argument("--only", choices=PARTS, action="append",
+                    help="run only this part (repeatable; default: all)")
     a = ap.parse_args()
+    only = set(a.only or PARTS)
     if a.quick:
         a.rounds, a.switches, a.b2b, a.cli_runs, a.kills = 2, 10, 5, 5, 3
         a.idle, a.arp_seconds, a.arp_rounds = 3, 1, 1
@@ -659,16 +664,21 @@ def main() -> int:
         try:
             app, gen, host, user = build(lab, shm)
             env = app.env()
-            for title, fn in (("1. Role switch", part_switch), ("2. `fdpi_cli vrrp set` as a "
-                              "process, daemon running", part_cli),
-                              ("3. Step-down after kill -9 of the watched process", part_stepdown)):
-                out.append((title, fn(lab, app, env, a)))
-                print(f"{title}: done, {time.monotonic() - started:.0f} s", file=sys.stderr,
-                      flush=True)
-            out.append(("5. CPU per ARP reply", part_arp(lab, app, gen, host, user, a)))
+            for part, title, fn in (
+                    ("switch", "1. Role switch", part_switch),
+                    ("cli", "2. `fdpi_cli vrrp set` as a process, daemon running", part_cli),
+                    ("stepdown", "3. Step-down after kill -9 of the watched process",
+                     part_stepdown)):
+                if part in only:
+                    out.append((title, fn(lab, app, env, a)))
+                    print(f"{title}: done, {time.monotonic() - started:.0f} s",
+                          file=sys.stderr, flush=True)
+            if "arp" in only:
+                out.append(("5. CPU per ARP reply", part_arp(lab, app, gen, host, user, a)))
         finally:
             shutil.rmtree(shm, ignore_errors=True)
-    out.append(("4. Idle: daemon and keepalived", part_idle(a)))
+    if "idle" in only:
+        out.append(("4. Idle: daemon and keepalived", part_idle(a)))
     print("\n".join(head))
     for title, lines in sorted(out):
         print(f"\n{title}\n")
