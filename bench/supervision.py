@@ -1,6 +1,7 @@
 """Supervision: role switches, step-down, idle cost, ARP reply cost, side by side in one run.
 
-    /usr/bin/python3 bench/supervision.py [--quick]          (root; Markdown tables on stdout)
+    /usr/bin/python3 bench/supervision.py [--quick] [--only PART]...
+                                              (root; Markdown tables on stdout)
 
 1. Role switch inside the daemon. A client that keeps its imports loaded sends `set` on the
    control socket (control.request), 20 ms apart and back to back; it times the round trip
@@ -13,8 +14,9 @@
    appliance; this VM's /tmp is on its disk.
 2. `fdpi_cli vrrp set` as a process, with the daemon running, beside the bare interpreter
    (`python3 -c pass`, `python3 -I -S -c pass`), interleaved: the package's /usr/bin/fdpi_cli
-   script (as the built .deb has it) and `python3 -m skat_plugin` (keepalived/vrrp-set in a
-   checkout). Spawned from a process already inside the namespace (no `ip netns exec`).
+   (debian/fdpi_cli: `python3 -IS`, the lean client), keepalived/vrrp-set in a checkout
+   (sh, then the same client) and `python3 -m skat_plugin` (site and runpy, as the tests
+   run it). Spawned from a process already inside the namespace (no `ip netns exec`).
 3. Step-down: the daemon watches a pid file (--watch-pidfile) naming a `sleep` that stands
    in for keepalived's VRRP child (started before the file is written, as PidWatch wants);
    the appliance is master; kill -9; time until state.json says backup (polled every
@@ -65,17 +67,14 @@ from netlab import PYTHON, Lab, wait_for  # noqa: E402
 
 REQUESTER_IP = "100.64.0.10"
 CONF = BASE_CONF + "vrrp_election_pidfile=\n"
-# What dh-python's installer writes as /usr/bin/fdpi_cli (taken from the built .deb).
-PACKAGE_SCRIPT = """#!/usr/bin/python3
-# -*- coding: utf-8 -*-
-import re
-import sys
-from skat_plugin.cli import main
-if __name__ == "__main__":
-    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
-    sys.exit(main())
-"""
+# /usr/bin/fdpi_cli as the package installs it (debian/fdpi_cli), with this checkout put
+# first on its path: the one line added, as the package's own skat_plugin is not installed.
+INSTALLED = (REPO / "debian/fdpi_cli").read_text()
+PACKAGE_SCRIPT = INSTALLED.replace("\nsys.path.append(", f"\nsys.path.insert(0, {str(REPO)!r})"
+                                   "\nsys.path.append(", 1)
+assert PACKAGE_SCRIPT != INSTALLED, "debian/fdpi_cli no longer appends dist-packages"
 TICK = os.sysconf("SC_CLK_TCK")
+PARTS = ("switch", "cli", "stepdown", "arp", "idle")  # --only
 
 
 # --- small statistics ---------------------------------------------------------------------
@@ -263,21 +262,23 @@ def helper_cli(n: int, log: str, script: str) -> None:
 
     d = start_daemon(log)
     current = state.load()["role"]
-    cmds = {"pkg": [script, "vrrp", "set"], "mod": [PYTHON, "-m", "skat_plugin", "vrrp", "set"],
-            "bare": [PYTHON, "-c", "pass"], "isolated": [PYTHON, "-I", "-S", "-c", "pass"]}
+    vrrp_set = str(REPO / "keepalived/vrrp-set")
+    cmds = {"pkg": lambda role: [script, "vrrp", "set", role],
+            "sh": lambda role: [vrrp_set, role, "bench"],
+            "mod": lambda role: [PYTHON, "-m", "skat_plugin", "vrrp", "set", role],
+            "bare": lambda _: [PYTHON, "-c", "pass"],
+            "isolated": lambda _: [PYTHON, "-I", "-S", "-c", "pass"]}
     res: dict[str, list[float]] = {k: [] for k in cmds}
     names = list(cmds)
     for i in range(n + 2):
-        for k in names[i % 4:] + names[:i % 4]:
-            argv = list(cmds[k])
-            if "set" in argv:
-                target = other(current)
-                argv.append(target)
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            target = other(current)
+            argv = cmds[k](target)
             ms, rc = spawn(argv)
             if rc != 0:
                 out = subprocess.run(argv, capture_output=True, text=True)
                 raise SystemExit(f"{argv} exited {rc}: {out.stdout}{out.stderr}")
-            if "set" in argv:
+            if "pass" not in argv:
                 current = target
                 assert state.load()["role"] == target
             if i >= 2:
@@ -391,8 +392,9 @@ def part_cli(lab: Lab, app, env: dict[str, str], a) -> list[str]:
     script.chmod(0o755)
     r = helper(lab, app.ns, env, "_cli", str(a.cli_runs), str(lab.path("daemon-cli.log")),
                str(script))
-    names = [("pkg", "`fdpi_cli vrrp set` (the package's /usr/bin/fdpi_cli script)"),
-             ("mod", "`python3 -m skat_plugin vrrp set` (a checkout's vrrp-set)"),
+    names = [("pkg", "`fdpi_cli vrrp set` (the package's /usr/bin/fdpi_cli, `python3 -IS`)"),
+             ("sh", "`keepalived/vrrp-set ROLE CAUSE` in a checkout (sh + `python3 -IS -c`)"),
+             ("mod", "`python3 -m skat_plugin vrrp set` (site, runpy: as the tests run it)"),
              ("bare", "`python3 -c pass`"),
              ("isolated", "`python3 -I -S -c pass`")]
     return [MS_HEADER] + [row_ms(label, r[k]) for k, label in names]
@@ -645,7 +647,10 @@ def main() -> int:
     ap.add_argument("--arp-rate", type=int, default=10000, help="ARP requests a second")
     ap.add_argument("--arp-seconds", type=float, default=5)
     ap.add_argument("--arp-rounds", type=int, default=3)
+    ap.add_argument("--only", choices=PARTS, action="append",
+                    help="run only this part (repeatable; default: all)")
     a = ap.parse_args()
+    only = set(a.only or PARTS)
     if a.quick:
         a.rounds, a.switches, a.b2b, a.cli_runs, a.kills = 2, 10, 5, 5, 3
         a.idle, a.arp_seconds, a.arp_rounds = 3, 1, 1
@@ -659,16 +664,21 @@ def main() -> int:
         try:
             app, gen, host, user = build(lab, shm)
             env = app.env()
-            for title, fn in (("1. Role switch", part_switch), ("2. `fdpi_cli vrrp set` as a "
-                              "process, daemon running", part_cli),
-                              ("3. Step-down after kill -9 of the watched process", part_stepdown)):
-                out.append((title, fn(lab, app, env, a)))
-                print(f"{title}: done, {time.monotonic() - started:.0f} s", file=sys.stderr,
-                      flush=True)
-            out.append(("5. CPU per ARP reply", part_arp(lab, app, gen, host, user, a)))
+            for part, title, fn in (
+                    ("switch", "1. Role switch", part_switch),
+                    ("cli", "2. `fdpi_cli vrrp set` as a process, daemon running", part_cli),
+                    ("stepdown", "3. Step-down after kill -9 of the watched process",
+                     part_stepdown)):
+                if part in only:
+                    out.append((title, fn(lab, app, env, a)))
+                    print(f"{title}: done, {time.monotonic() - started:.0f} s",
+                          file=sys.stderr, flush=True)
+            if "arp" in only:
+                out.append(("5. CPU per ARP reply", part_arp(lab, app, gen, host, user, a)))
         finally:
             shutil.rmtree(shm, ignore_errors=True)
-    out.append(("4. Idle: daemon and keepalived", part_idle(a)))
+    if "idle" in only:
+        out.append(("4. Idle: daemon and keepalived", part_idle(a)))
     print("\n".join(head))
     for title, lines in sorted(out):
         print(f"\n{title}\n")

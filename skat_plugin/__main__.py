@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from .quickset import main  # fdpi_cli's entry: `vrrp set` to the daemon, else cli.main()
 
 sys.exit(main())

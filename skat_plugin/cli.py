@@ -14,8 +14,9 @@ Every error is one line on stderr (and in the journal at priority err) and a non
 see errors.py for the codes. `--config PATH` may come before or after the command.
 
 Only argparse is imported up front: `--help` and `vrrp show` must not pay for jsonschema,
-pyroute2 or libnftables they do not use (each command imports what it needs). `vrrp set`
-with the daemon running takes a leaner path still (quickset.py), before argparse.
+pyroute2 or libnftables they do not use (each command imports what it needs). The entry
+point is quickset.main(): `vrrp set` with the daemon running takes a leaner path still
+there, before argparse, and comes here only for what it does not handle.
 """
 
 from __future__ import annotations
@@ -149,11 +150,13 @@ def _print_set(st: dict) -> None:
     print(f"ignored: {st['ignored']}" if st.get("ignored") else f"role: {st['role']}")
 
 
-def _via_daemon(request: dict) -> dict | None:
-    """The daemon's answer, or None when no daemon runs (then the CLI acts itself)."""
+def _via_daemon(request: dict, asked: bool = False, raw: bytes | None = None) -> dict | None:
+    """The daemon's answer, or None when no daemon runs (then the CLI acts itself).
+
+    asked: quickset.py sent the request already and the daemon said `raw`."""
     from . import control
 
-    answer = control.request(request)
+    answer = control.decode(raw) if asked else control.request(request)
     if answer is not None and answer.get("error"):
         # The same exit code as when the CLI acts itself (see errors.py).
         err = SkatError(answer["error"])
@@ -220,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
               f"the kernel takes both rule sets (dry run, nothing changed)")
     elif command == "set":
         request = {"op": "set", "role": args.role, "cause": args.cause, "force": args.force}
-        _print_set(_via_daemon(request)
+        _print_set(_via_daemon(request, args.asked, args.answer)
                    or role.set_role(args.role, args.cause, force=args.force))
     return errors.OK
 
@@ -241,24 +244,13 @@ def _config_from_rest(args: argparse.Namespace) -> None:
     args.args = rest
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, asked: bool = False,
+         answer: bytes | None = None) -> int:
+    """The full CLI. asked: quickset.py sent this `vrrp set` to the daemon already, and
+    `answer` is what the daemon said (None: no daemon answered; apply it directly)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["vrrp", "set"]:
-        from . import quickset  # keepalived's path at every failover: the lean client
-
-        answer = quickset.request(argv)
-        if answer is not None and not answer.get("error"):
-            _print_set(answer)
-            return errors.OK
-        if answer is not None:  # refused by the daemon: reported as the full path does
-            err = SkatError(answer["error"])
-            err.exit_code = int(answer.get("exit_code", errors.FAILURE))
-            from . import report
-
-            report.console(f"fdpi_cli: {err}", exit_code=err.exit_code)
-            return err.exit_code
     try:
-        return _main(argv)
+        return _main(argv, asked, answer)
     except BrokenPipeError:
         # `fdpi_cli vrrp show | head`: the reader is gone. Quiet, with the status a shell
         # gives any tool cut off by a closed pipe; no traceback at exit either.
@@ -266,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return errors.BROKEN_PIPE
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str], asked: bool, answer: bytes | None) -> int:
     parser = build_parser()
     # Delegated commands own their options: argparse's REMAINDER alone would refuse one
     # that comes first ("daemon --verbose"), so unknown options are handed on to them.
@@ -277,6 +269,7 @@ def _main(argv: list[str] | None) -> int:
         args.args = extra + args.args
     if getattr(args, "args", None) is not None:
         _config_from_rest(args)
+    args.asked, args.answer = asked, answer
     try:
         rc = run(args)
         sys.stdout.flush()

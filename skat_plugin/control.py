@@ -10,6 +10,12 @@ sending side; the daemon answers with one JSON object and closes. Requests:
 A SkatError becomes {"error": "one sentence", "exit_code": N}. The daemon serves one
 connection at a time, so requests are applied in the order they were accepted, between
 keepalived's FIFO events.
+
+`"brief": true` in a `set` asks for a short answer: a success (the role switched or kept)
+is then exactly the text `{"role": "master"}` or `{"role": "backup"}` (BRIEF), so that the
+lean client (quickset.py) can compare bytes instead of importing json; an error or an
+ignored order is answered in full, as without it. Old clients send no "brief" and get the
+state dict; an old daemon ignores "brief" and the lean client hands its answer to the CLI.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ MAX_REQUEST = 64 * 1024
 # A role switch is one nft transaction (tens of ms); a queue of them behind a keepalived
 # flap still ends well inside this.
 CLIENT_TIMEOUT = 30.0
+BRIEF = '{"role": "%s"}'  # a brief `set` that succeeded (quickset.DONE compares these bytes)
 
 
 def socket_path() -> Path:
@@ -59,9 +66,19 @@ def request(message: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[st
         return None  # the daemon went away mid-request: the caller applies it itself
     finally:
         sock.close()
-    if not answer:
+    return decode(answer)
+
+
+def decode(raw: bytes | None) -> dict[str, Any] | None:
+    """An answer as request() returns it: None for none (the daemon went away mid-request)
+    or one that is not an object."""
+    if not raw:
         return None
-    return json.loads(answer)
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -113,7 +130,14 @@ class Server:
             except (OSError, ValueError) as e:
                 _send(conn, {"error": f"bad request: {e}"})
                 return True
-            _send(conn, handler(message))
+            answer = handler(message)
+            if message.get("brief") is True and message.get("op") == "set" \
+                    and answer.get("role") in ("master", "backup") \
+                    and not answer.get("error") and not answer.get("ignored"):
+                with contextlib.suppress(OSError):  # the client gave up: nothing to tell it
+                    conn.sendall((BRIEF % answer["role"]).encode())
+                return True
+            _send(conn, answer)
         return True
 
     def close(self) -> None:

@@ -5,12 +5,18 @@ imports each command pays for."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 from conftest import BASE_CONF, Topo, build_topo
-from netlab import PYTHON, REPO, Lab
+from daemonlab import topo_with_daemon
+from netlab import PYTHON, REPO, Appliance, Lab, wait_for
 
 
 def _state(topo: Topo) -> tuple[str, str]:
@@ -166,3 +172,241 @@ def test_config_after_a_delegated_command_is_fdpi_clis(tmp_path) -> None:
                              env={**os.environ, "PYTHONPATH": str(REPO),
                                   "FDPI_CONF": str(tmp_path / "env.conf")})
         assert res.returncode == 6 and f"{tmp_path}/a.conf: no such file" in res.stderr, res
+
+
+# --- `vrrp set` at every failover: the lean client (quickset.py) ------------------------------
+INSTALLED = (REPO / "debian/fdpi_cli").read_text()
+# Modules the lean path must not import (each costs milliseconds at every failover).
+HEAVY = {"json", "re", "argparse", "os", "site", "typing", "enum", "nftables", "pyroute2",
+         "skat_plugin.cli", "skat_plugin.role", "skat_plugin.control"}
+
+
+def _installed_script(lab: Lab) -> Path:
+    """/usr/bin/fdpi_cli as the package installs it (debian/fdpi_cli, `python3 -IS`), with
+    this checkout first on its path: the package's own skat_plugin is not installed here."""
+    text = INSTALLED.replace("\nsys.path.append(", f"\nsys.path.insert(0, {str(REPO)!r})"
+                             "\nsys.path.append(", 1)
+    assert text != INSTALLED and text.startswith("#!/usr/bin/python3 -IS\n")
+    path = lab.path(f"fdpi_cli-{time.monotonic_ns()}")
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def _set(app: Appliance, script: Path, *args: str) -> tuple[subprocess.CompletedProcess[str],
+                                                           set[str]]:
+    """`fdpi_cli vrrp set ARGS` as keepalived runs it (the script's own -IS), and the
+    modules it imported (-X importtime, which changes nothing else)."""
+    res = app.lab.run(app.ns, PYTHON, "-IS", "-X", "importtime", str(script), "vrrp", "set",
+                      *args, env=app.env(), check=False)
+    mods = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+    assert "skat_plugin.quickset" in mods, res.stderr  # the listing was read
+    res.stderr = "\n".join(line for line in res.stderr.splitlines()
+                           if not line.startswith("import time:"))
+    return res, mods
+
+
+def _served(app: Appliance) -> int:
+    """Requests the daemon has served, this one included."""
+    res = app.lab.run(app.ns, PYTHON, "-c", "from skat_plugin import control; "
+                      "print(control.request({'op': 'status'})['requests'])", env=app.env())
+    return int(res.stdout)
+
+
+def test_vrrp_set_through_the_daemon_imports_only_what_is_built_in(lab: Lab) -> None:
+    topo, d = topo_with_daemon(lab)
+    app, script = topo.app, _installed_script(lab)
+    served = _served(app)
+    res, mods = _set(app, script, "backup", "--cause", "keepalived-notify")
+    assert (res.returncode, res.stdout, res.stderr) == (0, "role: backup\n", ""), res
+    assert not mods & HEAVY, sorted(mods & HEAVY)
+    info = app.show()  # the daemon switched: this process never imported role or nftables
+    assert (info["role"], info["kernel_role"], info["cause"]) == \
+        ("backup", "backup", "keepalived-notify")
+    assert _served(app) == served + 2  # our set (once), the status that counts it
+    # The shebang itself (python3 -IS), and keepalived/vrrp-set of a checkout.
+    res = lab.run(app.ns, str(script), "vrrp", "set", "master", "--cause=ucarp-up",
+                  env=app.env())
+    assert res.stdout == "role: master\n" and app.show()["cause"] == "ucarp-up"
+    bin_dir = lab.path("bin")  # a PATH with no installed fdpi_cli: the checkout's is used
+    bin_dir.mkdir()
+    for tool in ("ip", "dirname"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {**app.env(), "PATH": str(bin_dir)}
+    res = lab.run(app.ns, str(REPO / "keepalived/vrrp-set"), "backup", "ucarp-down", env=env)
+    assert res.stdout == "role: backup\n" and res.stderr == "", res
+    assert app.show()["kernel_role"] == "backup"
+    # Its reader gone (`| true` exits before it writes): quiet, and the switch is done.
+    res = lab.run(app.ns, "sh", "-c", f"{script} vrrp set master | true", env=app.env())
+    assert res.stderr == "" and app.show()["kernel_role"] == "master", res
+    assert "role master -> backup (keepalived-notify)" in d.output()
+
+
+def test_vrrp_set_leaves_to_the_full_cli_what_the_lean_client_does_not_handle(
+        lab: Lab) -> None:
+    """A cause that needs JSON escaping, an option it does not know, an abbreviation:
+    argparse and json's turn, and still one request to the daemon."""
+    topo, _ = topo_with_daemon(lab)
+    app, script = topo.app, _installed_script(lab)
+    cases = [  # (arguments, the cause the daemon records)
+        (["backup", "--cause", 'say "hi"'], 'say "hi"'),
+        (["master", "--cause=é"], "é"),
+        (["backup", "--config", str(app.conf_path)], "cli"),
+        (["master", "--cau", "abbreviated", "--forc"], "abbreviated"),
+    ]
+    for args, cause in cases:
+        served = _served(app)
+        res, mods = _set(app, script, *args)
+        assert (res.returncode, res.stdout) == (0, f"role: {args[0]}\n"), (args, res)
+        assert {"argparse", "json", "skat_plugin.cli"} <= mods, args
+        assert _served(app) == served + 2, args  # asked once, by the full CLI
+        info = app.show()
+        assert (info["role"], info["kernel_role"], info["cause"]) == (args[0], args[0], cause)
+    res, _ = _set(app, script, "mastr")
+    assert res.returncode == 2 and "invalid choice: 'mastr'" in res.stderr, res
+
+
+def test_vrrp_set_reports_the_daemons_refusal_and_ignored_orders_once(lab: Lab) -> None:
+    topo, d = topo_with_daemon(lab)
+    app, script = topo.app, _installed_script(lab)
+    d.write("MASTER")  # keepalived's latest word: a late notify_backup is stale
+    wait_for(lambda: (app.show().get("keepalived") or {}).get("state") == "MASTER", 5)
+    served = _served(app)
+    res, mods = _set(app, script, "backup", "--cause", "keepalived-notify")
+    assert res.returncode == 0 and res.stdout.startswith("ignored: keepalived's latest state "
+                                                          "is MASTER"), res
+    assert "argparse" in mods and _served(app) == served + 2  # read by the CLI, not re-sent
+    assert app.show()["role"] == "master"
+    app.write_conf(BASE_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
+    app.cli("reload")
+    served = _served(app)
+    res, _ = _set(app, script, "backup")
+    assert (res.returncode, res.stdout) == (10, ""), res
+    assert res.stderr.startswith("fdpi_cli: vrrp_enable=0 in ") and \
+        len(res.stderr.splitlines()) == 1, res.stderr
+    assert _served(app) == served + 2
+
+
+def test_vrrp_set_without_a_daemon_switches_itself(topo: Topo) -> None:
+    app, script = topo.app, _installed_script(topo.lab)
+    res, mods = _set(app, script, "backup")
+    assert (res.returncode, res.stdout, res.stderr) == (0, "role: backup\n", ""), res
+    assert {"skat_plugin.role", "nftables"} <= mods  # it switched itself
+    assert app.show()["kernel_role"] == "backup"
+    stale = socket.socket(socket.AF_UNIX)  # a dead daemon's socket: nobody listens
+    stale.bind(str(app.run_dir / "control.sock"))
+    stale.close()
+    t0 = time.monotonic()
+    res, mods = _set(app, script, "master")
+    assert (res.returncode, res.stdout) == (0, "role: master\n"), res
+    assert "skat_plugin.role" in mods and time.monotonic() - t0 < 10
+    assert app.show()["kernel_role"] == "master"
+
+
+class _FakeDaemon:
+    """A control socket that records each request and answers `answer` (None: never)."""
+
+    def __init__(self, path: Path, answer: bytes | None) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.answer, self.requests, self.held = answer, [], []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+            self.requests.append(json.loads(data))
+            if self.answer is None:
+                self.held.append(conn)  # keeps the client waiting
+                continue
+            conn.sendall(self.answer)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_vrrp_set_understands_an_old_daemon_and_outlives_a_silent_one(topo: Topo) -> None:
+    app, script = topo.app, _installed_script(topo.lab)
+    # A daemon from before "brief" answers the whole state: the CLI reads it.
+    old = _FakeDaemon(app.run_dir / "control.sock",
+                      json.dumps({"role": "backup", "cause": "x", "since": "then"}).encode())
+    try:
+        res, mods = _set(app, script, "backup", "--cause", "x")
+        assert (res.returncode, res.stdout) == (0, "role: backup\n"), res
+        assert "argparse" in mods  # an answer the lean client does not know: the CLI's
+        assert old.requests == [{"op": "set", "role": "backup", "cause": "x",
+                                 "force": False, "brief": True}]
+        assert app.show()["role"] == "master"  # the fake switched nothing, nor did the CLI
+    finally:
+        old.close()
+        (app.run_dir / "control.sock").unlink()
+    # One that never answers: after the timeout the CLI applies the order itself, without
+    # asking (and waiting) a second time.
+    silent = _FakeDaemon(app.run_dir / "control.sock", None)
+    code = ("import sys\nfrom skat_plugin import quickset\nquickset.TIMEOUT = 1.0\n"
+            "sys.exit(quickset.main())")
+    try:
+        t0 = time.monotonic()
+        res = topo.lab.run(app.ns, PYTHON, "-IS", "-c", f"import sys\nsys.path.insert(0, "
+                           f"{str(REPO)!r})\n{code}", "vrrp", "set", "backup", env=app.env())
+        took = time.monotonic() - t0
+        assert res.stdout == "role: backup\n" and "did not answer 'set' within 1 s; " \
+            "applying it directly" in res.stderr, res
+        assert len(silent.requests) == 1 and 1 <= took < 5, (silent.requests, took)
+        assert app.show()["kernel_role"] == "backup"
+    finally:
+        silent.close()
+
+
+def test_the_lean_request_is_what_the_full_cli_sends_and_brief_answers_are_exact(
+        tmp_path) -> None:
+    """quickset writes its JSON by hand and compares the daemon's answer as bytes: both
+    must be what json and argparse make of the same command line."""
+    from skat_plugin import cli, control, quickset
+
+    lean = [["vrrp", "set", "master"], ["vrrp", "set", "backup", "--force", "--cause", ""],
+            ["vrrp", "set", "backup", "--cause=a b:c/d", "--force", "--cause", "last"]]
+    for argv in lean:
+        args = cli.build_parser().parse_args(argv)
+        assert json.loads(quickset.request(argv)) == {
+            "op": "set", "role": args.role, "cause": args.cause, "force": args.force,
+            "brief": True}, argv
+    for argv in (["vrrp", "set"], ["vrrp", "show"], ["vrrp", "set", "master", "--cause"],
+                 ["vrrp", "set", "master", "--cause", "--force"], ["--config", "x", "vrrp",
+                 "set", "master"], ["vrrp", "set", "master", "--cause", "tab\there"],
+                 ["vrrp", "set", "master", "--cause", "back\\slash"]):
+        assert quickset.request(argv) is None, argv
+
+    def serve(message: dict, answer: dict) -> bytes:
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(str(server.path))
+        client.sendall(json.dumps(message).encode())
+        client.shutdown(socket.SHUT_WR)
+        assert server.handle_one(lambda _: answer)
+        with client:
+            return client.makefile("rb").read()
+
+    server = control.Server(tmp_path / "control.sock")
+    try:
+        state = {"role": "backup", "cause": "cli", "since": "now", "config": {"in_dev": "i0"}}
+        brief = {"op": "set", "role": "backup", "brief": True}
+        assert serve(brief, state) == b'{"role": "backup"}'
+        assert quickset.DONE[serve(brief, {**state, "role": "master"})] == "master"
+        for message, answer in ((brief, {**state, "ignored": "stale"}),
+                                (brief, {"error": "no", "exit_code": 10}),
+                                ({**brief, "brief": False}, state),
+                                ({"op": "status", "brief": True}, state)):
+            assert json.loads(serve(message, answer)) == answer, (message, answer)
+    finally:
+        server.close()

@@ -396,6 +396,29 @@ def test_04_start_comes_up_as_master_with_the_daemon(system) -> None:
     assert _arp_replies(lab, ctx["sub"]) >= 1, "the master must answer ARP for the VIP"
 
 
+def test_04b_every_command_runs_from_the_installed_script(system) -> None:
+    """/usr/bin/fdpi_cli starts Python without site (-IS): what each command imports
+    (python3-nftables, -pyroute2, -jsonschema, -systemd) must be found all the same.
+    start, check, reload, stop, show, set, keepalived-config and the daemon's unit are
+    the other steps'."""
+    booted, _, _ = system
+    assert booted.run("fdpi_cli", "--version").stdout == "fdpi_cli (skat-plugin) 0.1.0\n"
+    assert "keepalived-config" in booted.run("fdpi_cli", "vrrp", "--help").stdout
+    assert json.loads(booted.run("fdpi_cli", "vrrp", "subscribers", "--json").stdout) == []
+    booted.run("cp", "/etc/dpi/fastdpi.conf", "/tmp/fastdpi-b.conf")
+    res = booted.run("fdpi_cli", "vrrp", "check-group", "/etc/dpi/fastdpi.conf",
+                     "/tmp/fastdpi-b.conf")
+    assert "group consistent" in res.stdout, res.stdout
+    res = booted.run("fdpi_cli", "vrrp", "track", "--require-daemon", check=False)
+    assert (res.returncode, res.stderr) == (0, ""), res  # a started master with its daemon
+    # The inspector's unit runs `fdpi_cli inspector` from the same script.
+    wait_for(lambda: booted.prop("skat-plugin-inspector.service", "ActiveState") == "active",
+             timeout=20, interval=0.2, what="skat-plugin-inspector.service active")
+    time.sleep(1)  # Type=simple: active from the fork on; an import error ends it at once
+    assert booted.prop("skat-plugin-inspector.service", "ActiveState") == "active"
+    assert booted.prop("skat-plugin-inspector.service", "NRestarts") == "0"
+
+
 def test_05_hardening_holds_and_still_works(system) -> None:
     booted, _, _ = system
     pid = booted.prop("skat-plugin-daemon.service", "MainPID")
@@ -415,8 +438,20 @@ def test_05_hardening_holds_and_still_works(system) -> None:
 
 def test_06_vrrp_set_backup_goes_through_the_daemon(system) -> None:
     booted, lab, ctx = system
+    # /usr/bin/fdpi_cli is the package's own script (debian/fdpi_cli): Python without site.
+    script = booted.run("cat", "/usr/bin/fdpi_cli").stdout
+    assert script.startswith("#!/usr/bin/python3 -IS\n") and "skat_plugin.quickset" in script
     out = booted.run("fdpi_cli", "vrrp", "set", "backup").stdout
-    assert "backup" in out
+    assert out == "role: backup\n"
+    # keepalived's path at every failover imports none of json, re, argparse, nftables:
+    # the daemon switched (-X importtime lists the modules; the shebang's -IS as well).
+    res = booted.run("/usr/bin/python3", "-IS", "-X", "importtime", "/usr/bin/fdpi_cli",
+                     "vrrp", "set", "backup", "--cause", "keepalived-notify")
+    mods = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines()
+            if line.startswith("import time:")}
+    assert res.stdout == "role: backup\n" and "skat_plugin.quickset" in mods, res
+    assert not mods & {"json", "re", "argparse", "os", "site", "nftables", "skat_plugin.cli"}, \
+        sorted(mods)
     info = booted.show()
     assert info["role"] == "backup" and info["kernel_role"] == "backup"
     wait_for(lambda: _daemon_status_mentions(booted, "backup"), timeout=10,
@@ -452,7 +487,11 @@ def test_08_reload_applies_vrrp_enable_hot(system) -> None:
     assert any(e.get("SKAT_CAUSE") == "reload" for e in booted.journal("SKAT_ROLE=master"))
     assert _arp_replies(lab, ctx["sub"]) >= 1
     res = booted.run("fdpi_cli", "vrrp", "set", "backup", check=False)
-    assert res.returncode != 0 and "vrrp_enable=0" in res.stderr
+    assert res.returncode == 10 and "vrrp_enable=0" in res.stderr
+    # Read by the full CLI started without site: it found python3-systemd for the journal.
+    wait_for(lambda: any("vrrp_enable=0" in e.get("MESSAGE", "") for e in booted.journal(
+        "SYSLOG_IDENTIFIER=fdpi_cli", "-p", "err")), timeout=5, interval=0.2,
+        what="the refused vrrp set in the journal at priority err")
 
 
 def test_09_bad_config_reload_fails_and_changes_nothing(system) -> None:
