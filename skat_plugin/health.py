@@ -59,13 +59,17 @@ def verdict(cfg: Config | None, rules: str | None, port_problems: list[str],
     return None
 
 
-def unfit_reason(require_daemon: bool = False) -> str | None:
-    """Why this appliance must not be master now, or None when it is fit."""
+def unfit_reason(require_daemon: bool = False, daemon: bool | None = None) -> str | None:
+    """Why this appliance must not be master now, or None when it is fit.
+
+    daemon: whether the supervising daemon runs, when the caller knows (None: daemon.pid).
+    """
     st = state.load()
     if st is None:
         return NOT_STARTED
     cfg = Config.from_snapshot(st["config"])
-    daemon = state.daemon_alive()
+    if daemon is None:
+        daemon = state.daemon_alive()
     rules = None
     if not daemon:
         # The daemon puts back rules others remove (docs/daemon.md); without it, look.
@@ -86,15 +90,34 @@ def main(argv: list[str], config_path: str | None = None) -> int:
                                             "appliance is fit to be master")
     p.add_argument("--require-daemon", action="store_true",
                    help="unfit while the supervising daemon (fdpi_cli daemon) is not running")
+    p.add_argument("--write", action="store_true",
+                   help="also write the verdict to keepalived's track file "
+                        "($SKAT_RUN_DIR/keepalived.track), unless a live daemon keeps it "
+                        "(skat-plugin-daemon.service runs this when the daemon ends)")
     args = p.parse_args(argv)
-    try:
-        reason = unfit_reason(args.require_daemon)
-    except Exception as e:  # whatever breaks here, keepalived must see "unfit", not a trace
-        reason = f"health check failed: {e}"
+    kept = True
+    if args.write:
+        from . import trackfile
+
+        # Judged under the daemon's lock: none runs, and none starts before this is written.
+        kept, reason = trackfile.write_unless_kept(
+            lambda: _checked(args.require_daemon, daemon=False))
+        if kept:
+            print(f"fdpi_cli vrrp track: not written: the supervising daemon keeps "
+                  f"{trackfile.path()}", file=sys.stderr)
+    if kept:
+        reason = _checked(args.require_daemon, daemon=None)
     if reason is None:
         return 0
     print(f"fdpi_cli vrrp track: unfit: {reason}", file=sys.stderr)
     return 1
+
+
+def _checked(require_daemon: bool, daemon: bool | None) -> str | None:
+    try:
+        return unfit_reason(require_daemon, daemon)
+    except Exception as e:  # whatever breaks here, keepalived must see "unfit", not a trace
+        return f"health check failed: {e}"
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ its life ended (keepalived reads a missing file as 0, fit, so the file is never 
     waits for the lock the daemon holds for its whole life (flock(1)); the kernel releases
     the lock however the daemon ends, and the guardian writes the verdict and exits. It
     ignores SIGTERM, so systemd's sweep of the unit's processes does not stop it first;
-  - under systemd also ExecStopPost (`python3 -m skat_plugin.trackfile gone`), which
-    writes it unless a live daemon holds the lock;
+  - under systemd also ExecStopPost (`fdpi_cli vrrp track --require-daemon --write`),
+    which writes it unless a live daemon holds the lock;
   - keepalived starting before any daemon wrote it: `init_file 1` creates it unfit.
 While the daemon lives, the file is its own: a change by anyone else (an edit, a removal)
 is undone at once (inotify on the run directory).
@@ -37,7 +37,7 @@ import fcntl
 import os
 import signal
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import atomicfile, health, ports, report, splitbrain, state
@@ -60,6 +60,11 @@ def path() -> Path:
     return state.run_dir() / NAME
 
 
+def lock_path(file: Path) -> Path:
+    """Held by the daemon for its whole life: free means no daemon keeps `file`."""
+    return file.with_name(file.name + ".lock")
+
+
 def content(reason: str | None) -> str:
     """The file's text: keepalived reads the leading number, an operator the line after."""
     if reason is None:
@@ -73,7 +78,7 @@ class TrackFile(Source):
 
     def __init__(self, file: Path | None = None) -> None:
         self.path = file or path()
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_path = lock_path(self.path)
         self.written: str | None = None  # the text last written
         self.reason: str | None = None
         self.inputs: tuple[Config | None, str | None, bool] = (None, None, False)
@@ -163,7 +168,7 @@ class TrackFile(Source):
             self._guardian_ended()
         elif self.inotify and fd == self.inotify.fileno():
             names = {name for _d, name, _m in self.inotify.read()}
-            if (NAME in names or "" in names) and self.written is not None \
+            if (self.path.name in names or "" in names) and self.written is not None \
                     and _read(self.path) != self.written:
                 report.warning(f"{self.path} was changed or removed by someone else: the "
                                f"daemon's verdict is written again", cause="track-file")
@@ -199,27 +204,19 @@ def _read(file: Path) -> str | None:
         return None
 
 
-def gone() -> int:
-    """ExecStopPost: the daemon's unit stopped, however. Unfit, unless a daemon holds the
-    lock (it lives, and judges)."""
+def write_unless_kept(judge: Callable[[], str | None]) -> tuple[bool, str | None]:
+    """Write judge()'s verdict unless a live daemon holds the lock (the file is its own):
+    (True, None) when kept, else (False, the verdict written). For `fdpi_cli vrrp track
+    --write`, which skat-plugin-daemon.service runs after the daemon, however it ended."""
     file = path()
+    lock = os.open(lock_path(file), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        lock = os.open(file.with_name(NAME + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:  # no run directory: nothing to tell keepalived
-        print(f"skat_plugin.trackfile: {e}", file=sys.stderr)
-        return 0
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0
-    try:
-        atomicfile.write(file, content(health.DAEMON_DOWN))
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True, None
+        reason = judge()
+        atomicfile.write(file, content(reason))
+        return False, reason
     finally:
         os.close(lock)
-    return 0
-
-
-if __name__ == "__main__":  # python3 -m skat_plugin.trackfile gone
-    if sys.argv[1:] != ["gone"]:
-        sys.exit("usage: python3 -m skat_plugin.trackfile gone")
-    sys.exit(gone())

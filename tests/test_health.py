@@ -211,9 +211,9 @@ def test_daemon_death_however_it_comes_makes_the_appliance_unfit(lab: Lab) -> No
                      "the daemon to start its guardian again")
             assert "guardian" in d.output() and "started again" in d.output()
         # ExecStopPost's command leaves a live daemon's verdict alone.
-        gone = lab.run(ns, "/usr/bin/python3", "-m", "skat_plugin.trackfile", "gone",
-                       env=app.env(), check=False)
-        assert gone.returncode == 0 and verdict_of(app) == "0", gone.stderr
+        kept = app.cli("vrrp", "track", "--require-daemon", "--write")
+        assert "not written: the supervising daemon keeps" in kept.stderr, kept.stderr
+        assert verdict_of(app) == "0"
         d.proc.kill()
         took = wait_verdict(app, f"1 {health.DAEMON_DOWN}", 1.0)
         print(f"{round_}: track file unfit {took * 1000:.0f} ms after the daemon's death")
@@ -230,8 +230,11 @@ def test_daemon_death_however_it_comes_makes_the_appliance_unfit(lab: Lab) -> No
     d.proc.wait()
     time.sleep(0.2)
     assert verdict_of(app) == "0", "nobody wrote it yet"
-    lab.run(ns, "/usr/bin/python3", "-m", "skat_plugin.trackfile", "gone", env=app.env())
+    written = app.cli("vrrp", "track", "--require-daemon", "--write", check=False)
+    assert written.returncode == 1 and health.DAEMON_DOWN in written.stderr, written.stderr
     assert verdict_of(app) == f"1 {health.DAEMON_DOWN}"
+    assert track(topo, "--write").returncode == 0  # without --require-daemon: fit, says 0
+    assert verdict_of(app) == "0"
 
 
 def test_split_brain_handover_in_the_track_file(lab: Lab) -> None:
