@@ -109,7 +109,10 @@ class TrackFile(Source):
         """The daemon ends: unfit, written by the daemon itself; the guardian is not needed."""
         if self.lock < 0:
             return  # never started: another daemon's file, or none
-        self._write(health.DAEMON_DOWN)
+        try:
+            self._write(health.DAEMON_DOWN)
+        except OSError:
+            self.guardian = None  # let it try, once the lock is free
         if self.guardian is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.guardian.send_signal(signal.SIGKILL)  # it ignores SIGTERM
@@ -139,8 +142,13 @@ class TrackFile(Source):
             reason += f" (held {HOLD:g} s after the last report)"
         if content(reason) == self.written:
             return
+        try:
+            self._write(reason)
+        except OSError as e:  # the next judgement tries again; the supervisor carries on
+            report.error(f"cannot write {self.path}: {e}; keepalived still reads the "
+                         f"previous verdict", cause="track-file")
+            return
         was, self.reason = self.reason, reason
-        self._write(reason)
         if reason is None:
             report.event("fit to be master" + (f" again ({was}: no longer)" if was else ""),
                          cause="fit")

@@ -7,6 +7,7 @@ ports (track_interface), with the checkout's keepalived/ directory as scripts di
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -71,6 +72,22 @@ def test_keepalived_accepts_every_generated_configuration(lab: Lab, tmp_path: Pa
     assert _keepalived_t(lab, ns, lab.path("v3-multicast-preempt.conf")).returncode != 0
 
 
+def test_keepalived_refuses_the_file_once_the_package_is_gone(lab: Lab, tmp_path: Path) -> None:
+    """keepalived drops missing notify scripts silently; the package's installed.conf,
+    included with includea, makes `keepalived -t` say that the package is gone."""
+    ns = lab.ns("k")
+    lab.veth(ns, "v0", ns, "v0p")
+    lab.veth(ns, "i0", ns, "o0")
+    package = lab.path("usr-share-skat-plugin-keepalived")
+    shutil.copytree(SCRIPTS, package)
+    conf = lab.path("keepalived.conf")
+    conf.write_text(keepalived_conf.render_keepalived(_load(tmp_path, BASE), str(package)))
+    assert _keepalived_t(lab, ns, conf).returncode == 0
+    shutil.rmtree(package)
+    res = _keepalived_t(lab, ns, conf)
+    assert res.returncode != 0 and "installed.conf" in res.stdout + res.stderr, res
+
+
 def _key_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] not in "#!"]
 
@@ -80,6 +97,7 @@ def test_golden_unicast_v2(tmp_path: Path) -> None:
                 "vrrp_priority=150\nvrrp_router_id=7\nvrrp_preempt_delay=20\n")
     assert _key_lines(keepalived_conf.render_keepalived(
             cfg, "/opt/k/", track_file="/run/x/keepalived.track")) == [
+        "includea /opt/k/installed.conf",
         "global_defs {",
         "enable_script_security",
         "script_user root",
