@@ -34,6 +34,7 @@ from . import (
     report,
     role,
     splitbrain,
+    trackfile,
 )
 from . import state as statefile
 from .config import Config
@@ -149,6 +150,9 @@ class Daemon:
         self.published = ""  # daemon.json as last written, without its time stamp
         self.subscriber_counts: tuple[float, dict[str, Any]] | None = None  # (when, counts)
         self.owns_run_dir = False  # set once our pid file is written
+        # keepalived's track file: the verdict on fitness, written when it changes.
+        self.track_file = trackfile.TrackFile()
+        self.rules_problem: str | None = None  # a repair that failed
 
     # -- start and stop ----------------------------------------------------------------------
     def setup(self) -> None:
@@ -159,6 +163,7 @@ class Daemon:
         # The pid file first: from now on `vrrp set` treats keepalived's FIFO state as final.
         atomicfile.write(self.run_dir / "daemon.pid", f"{os.getpid()}\n")
         self.owns_run_dir = True
+        self.track_file.start()
         self.refresh_state()
         self.server = control.Server()
         from .schema import KEYS  # the same default as fastdpi.conf's, for old snapshots
@@ -187,8 +192,10 @@ class Daemon:
         self._look_for_foreign_frames()
         self.check_rules(time.monotonic())  # also: flushed while this daemon was down
         self.check_ports()
+        self.judge()
 
     def teardown(self) -> None:
+        self.track_file.close()  # unfit: no daemon judges any more
         if self.server:
             self.server.close()
         if self.fifo:
@@ -276,6 +283,7 @@ class Daemon:
             self.announcer.stop()
             if self.advertiser:
                 self.advertiser.stop()
+        self.judge()
 
     def _renew_table_sync(self) -> None:
         """The subscriber-table sync follows the loaded configuration (its own socket)."""
@@ -505,6 +513,7 @@ class Daemon:
                 self.refresh_state()  # never announce a role another process just left
                 self.announcer.start(announce.Plan.from_config(self.cfg), now)
         self.metrics_dirty = True
+        self.judge()
 
     def check_rules(self, now: float) -> None:
         """The rule set changed (any writer): are the plugin's tables still what its last
@@ -519,10 +528,15 @@ class Daemon:
         except SkatError as e:
             report.error(f"rules could not be repaired: {e}", role=self.role,
                          cause="rules-repair-failed")
+            self.rules_problem = f"the plugin's rules could not be repaired: {e}"
+            self.judge()
             return
         except Exception as e:  # a bug must not take the supervisor down
             report.error(f"rules check: internal error: {e!r}")
             return
+        if self.rules_problem:
+            self.rules_problem = None
+            self.judge()
         if what is None:
             return
         self.repairs_total += 1
@@ -544,8 +558,9 @@ class Daemon:
         """Report each change of the ports' fitness once (the journal, STATUS, metrics).
 
         Failover on a port failure is keepalived's job (track_interface and the track
-        script); this makes the cause visible to the operator.
+        file, judged first); this makes the cause visible to the operator.
         """
+        self.judge()
         if self.cfg is None:
             return
         found = ports.problems(self.cfg.pairs)
@@ -561,6 +576,10 @@ class Daemon:
         for problem in fixed:
             report.event(f"port recovered: {problem} no longer", role=self.role,
                          cause="port-up", port=problem.split()[0])
+
+    def judge(self) -> None:
+        """keepalived's track file follows the verdict (trackfile.py: written on a change)."""
+        self.track_file.judge(self.cfg, self.rules_problem, self.sb.active, time.monotonic())
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -635,7 +654,7 @@ class Daemon:
     def _sources(self) -> list[Any]:
         return [src for src in (self.election_watch, self.file_watch, self.link_watch,
                                 self.ruleset_watch, self.foreign, self.advertiser,
-                                self.table_sync)
+                                self.table_sync, self.track_file)
                 if src is not None]
 
     def _poll_sources(self, poller: select.poll, polled: dict[int, Any]) -> dict[int, Any]:

@@ -1,4 +1,4 @@
-"""`fdpi_cli vrrp track`: keepalived's track script. Exit 0 while fit to be master.
+"""`fdpi_cli vrrp track`: is this appliance fit to be master? Exit 0 while it is.
 
     fdpi_cli vrrp track [--require-daemon]
 
@@ -8,11 +8,15 @@ Unfit (exit 1, one line on stderr saying why), checked in this order:
   3. a port is missing or down, or a port pair is not bridged together;
   4. with --require-daemon: the supervising daemon (`fdpi_cli daemon`) is not running. It
      reads keepalived's notify FIFO and steps the appliance down if keepalived dies, so a
-     master without it could outlive the election. The generated keepalived.conf passes it;
+     master without it could outlive the election;
   5. with vrrp_split_brain_handover=1: the daemon reports a split brain (another master
      sends from bras_arp_mac), so that keepalived hands over.
 
-keepalived runs this every second, so it stays light: the configuration comes from the
+keepalived does not run this in the generated configuration: the daemon reaches the same
+verdict (verdict() below) from the events it already follows and writes it to the track
+file keepalived watches (trackfile.py). This command is for an operator, for ucarp
+setups, and for keepalived without the daemon (`keepalived-config --no-require-daemon`,
+which runs it every second). It stays light for that: the configuration comes from the
 snapshot the last start/reload saved (no fastdpi.conf parsing, no jsonschema), the ports
 are read from sysfs (skat_plugin/ports.py; no pyroute2, which takes ~130 ms to import), and
 while the daemon runs the rules are its to keep (it loads them again within milliseconds
@@ -27,28 +31,56 @@ import sys
 from . import ports, state
 from .config import Config
 
+# The reasons, one phrase each: the same words from `fdpi_cli vrrp track` and in the track
+# file the daemon writes (trackfile.py), so an operator finds one cause under one name.
+NOT_STARTED = "plugin not started (run 'fdpi_cli start')"
+RULES_NOT_LOADED = "the plugin's nftables rules are not loaded"
+DAEMON_DOWN = "the supervising daemon (fdpi_cli daemon) is not running"
+SPLIT_BRAIN = "split brain: another master sends from bras_arp_mac (vrrp_split_brain_handover=1)"
 
-def unfit_reason(require_daemon: bool = False) -> str | None:
-    """Why this appliance must not be master now, or None when it is fit."""
+
+def verdict(cfg: Config | None, rules: str | None, port_problems: list[str],
+            daemon: str | None, split_brain: bool) -> str | None:
+    """The first reason in the documented order, or None when fit.
+
+    cfg: the loaded configuration (None: not started); rules, daemon: what is wrong with
+    them, or None; split_brain: a split brain is reported now.
+    """
+    if cfg is None:
+        return NOT_STARTED
+    if rules:
+        return rules
+    if port_problems:
+        return "; ".join(port_problems)
+    if daemon:
+        return daemon
+    if split_brain and cfg.get("vrrp_split_brain_handover") == 1:
+        return SPLIT_BRAIN
+    return None
+
+
+def unfit_reason(require_daemon: bool = False, daemon: bool | None = None) -> str | None:
+    """Why this appliance must not be master now, or None when it is fit.
+
+    daemon: whether the supervising daemon runs, when the caller knows (None: daemon.pid).
+    """
     st = state.load()
     if st is None:
-        return "plugin not started (run 'fdpi_cli start')"
+        return NOT_STARTED
     cfg = Config.from_snapshot(st["config"])
-    daemon = state.daemon_alive()
+    if daemon is None:
+        daemon = state.daemon_alive()
+    rules = None
     if not daemon:
         # The daemon puts back rules others remove (docs/daemon.md); without it, look.
-        from . import nftapply  # libnftables: costs this every-second script the most
+        from . import nftapply  # libnftables: the costliest part of this check
 
         if nftapply.loaded_role() is None:
-            return "the plugin's nftables rules are not loaded"
-    problems = ports.problems(cfg.pairs)
-    if problems:
-        return "; ".join(problems)
-    if require_daemon and not daemon:
-        return "the supervising daemon (fdpi_cli daemon) is not running"
-    if cfg.get("vrrp_split_brain_handover") == 1 and state.daemon_status().get("split_brain"):
-        return "split brain: another master sends from bras_arp_mac (vrrp_split_brain_handover=1)"
-    return None
+            rules = RULES_NOT_LOADED
+    split_brain = cfg.get("vrrp_split_brain_handover") == 1 and \
+        bool(state.daemon_status().get("split_brain"))
+    return verdict(cfg, rules, ports.problems(cfg.pairs),
+                   DAEMON_DOWN if require_daemon and not daemon else None, split_brain)
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
@@ -58,15 +90,34 @@ def main(argv: list[str], config_path: str | None = None) -> int:
                                             "appliance is fit to be master")
     p.add_argument("--require-daemon", action="store_true",
                    help="unfit while the supervising daemon (fdpi_cli daemon) is not running")
+    p.add_argument("--write", action="store_true",
+                   help="also write the verdict to keepalived's track file "
+                        "($SKAT_RUN_DIR/keepalived.track), unless a live daemon keeps it "
+                        "(skat-plugin-daemon.service runs this when the daemon ends)")
     args = p.parse_args(argv)
-    try:
-        reason = unfit_reason(args.require_daemon)
-    except Exception as e:  # whatever breaks here, keepalived must see "unfit", not a trace
-        reason = f"health check failed: {e}"
+    kept = True
+    if args.write:
+        from . import trackfile
+
+        # Judged under the daemon's lock: none runs, and none starts before this is written.
+        kept, reason = trackfile.write_unless_kept(
+            lambda: _checked(args.require_daemon, daemon=False))
+        if kept:
+            print(f"fdpi_cli vrrp track: not written: the supervising daemon keeps "
+                  f"{trackfile.path()}", file=sys.stderr)
+    if kept:
+        reason = _checked(args.require_daemon, daemon=None)
     if reason is None:
         return 0
     print(f"fdpi_cli vrrp track: unfit: {reason}", file=sys.stderr)
     return 1
+
+
+def _checked(require_daemon: bool, daemon: bool | None) -> str | None:
+    try:
+        return unfit_reason(require_daemon, daemon)
+    except Exception as e:  # whatever breaks here, keepalived must see "unfit", not a trace
+        return f"health check failed: {e}"
 
 
 if __name__ == "__main__":

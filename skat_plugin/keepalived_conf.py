@@ -20,14 +20,15 @@ import string
 import sys
 from pathlib import Path
 
-from . import atomicfile, conffile
+from . import atomicfile, conffile, trackfile
 from .config import Config
 from .errors import ConfigError, SkatError
 
 INSTALLED_SCRIPTS_DIR = "/usr/share/skat-plugin/keepalived"
 
-# keepalived runs a track script at most once a second (interval is whole seconds, >= 1).
-# fall 2: one failed run (e.g. a reload in progress) does not hand over; two do, within 2 s.
+# Without the daemon (--no-require-daemon) keepalived must run the track script itself: at
+# most once a second (interval is whole seconds, >= 1). fall 2: one failed run (e.g. a
+# reload in progress) does not hand over; two do, within 2 s.
 TRACK_INTERVAL = 1
 TRACK_TIMEOUT = 1
 TRACK_FALL = 2
@@ -124,13 +125,56 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def _tracking(scripts_dir: str, require_daemon: bool,
+              track_file: str | None) -> tuple[str, str]:
+    """The fitness check's definition and its use in the instance.
+
+    With the daemon: the track file it writes when its verdict changes (trackfile.py),
+    watched by keepalived with inotify; nothing runs on a timer. Without it, only a script
+    that keepalived runs every second can look (docs/keepalived.md, *Fitness*).
+    """
+    if require_daemon:
+        path = _safe(track_file or str(trackfile.path()))
+        return (
+            "# Fit to be master? 0 = fit, anything else = FAULT (weight 0). The supervising\n"
+            "# daemon (`fdpi_cli daemon`) writes its verdict when it changes (ports up and\n"
+            "# bridged, rules in place, no split brain to hand over), and 1 when it stops or\n"
+            "# dies. keepalived reads the file on inotify: no script runs on a timer.\n"
+            "# init_file 1: created as 1 while no daemon has written it (keepalived would\n"
+            "# read a missing file as 0).\n"
+            "track_file skat_fitness {\n"
+            f'    file "{path}"\n'
+            "    weight 0\n"
+            "    init_file 1\n"
+            "}\n",
+            "    track_file {\n"
+            "        skat_fitness\n"
+            "    }\n")
+    return (
+        "# Fit to be master? (bridges up, rules loaded, ...) Without the supervising daemon\n"
+        "# only a script can look: keepalived runs it at most once a second;\n"
+        f"# fall {TRACK_FALL} = hand over within {TRACK_FALL} seconds.\n"
+        "vrrp_script skat_track {\n"
+        f'    script "{_safe(scripts_dir)}/track"\n'
+        f"    interval {TRACK_INTERVAL}\n"
+        f"    timeout {TRACK_TIMEOUT}\n"
+        f"    fall {TRACK_FALL}\n"
+        f"    rise {TRACK_RISE}\n"
+        "}\n",
+        "    track_script {\n"
+        "        skat_track\n"
+        "    }\n")
+
+
 def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
-                      require_daemon: bool = True) -> str:
+                      require_daemon: bool = True, track_file: str | None = None) -> str:
     """keepalived.conf for `cfg` (a validated Config); raises ConfigError when it cannot.
 
-    scripts_dir: where notify-master, ..., track are (the package installs them in
-    /usr/share/skat-plugin/keepalived). require_daemon: the track script also fails while
-    the supervising daemon (`fdpi_cli daemon`, the notify FIFO's reader) is not running.
+    scripts_dir: where the notify scripts (and track) are (the package installs them in
+    /usr/share/skat-plugin/keepalived). require_daemon: fitness comes from the supervising
+    daemon (`fdpi_cli daemon`, the notify FIFO's reader) through its track file, at
+    track_file (default: trackfile.path(), in $SKAT_RUN_DIR), so the appliance is unfit
+    while no daemon runs; without it, keepalived runs the track script every second.
     """
     scripts_dir = scripts_dir.rstrip("/") or "/"
     verify(cfg, scripts_dir)
@@ -166,7 +210,7 @@ def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
                           f"        auth_pass {_safe(cfg['vrrp_auth_pass'])}\n"
                           "    }\n")
 
-    track = f"{_safe(scripts_dir)}/track" + (" --require-daemon" if require_daemon else "")
+    tracking, track_use = _tracking(scripts_dir, require_daemon, track_file)
     values = {
         "source": re.sub(r"[^ -~]", "?", cfg.source),  # a path, shown in a comment only
         "bras_gateway": ", ".join(_safe(cfg[k]) for k in
@@ -175,12 +219,9 @@ def render_keepalived(cfg: Config, scripts_dir: str = INSTALLED_SCRIPTS_DIR,
         "script_user": _safe(cfg["vrrp_script_user"]),
         "notify_fifo": _safe(cfg["vrrp_notify_fifo"]),
         "global_extra": global_extra,
-        "track_script": track,
+        "tracking": tracking,
+        "track_use": track_use,
         "track_ports": "".join(f"        {_safe(port)}\n" for port in cfg.ports),
-        "track_interval": TRACK_INTERVAL,
-        "track_timeout": TRACK_TIMEOUT,
-        "track_fall": TRACK_FALL,
-        "track_rise": TRACK_RISE,
         "instance": _safe(cfg["vrrp_instance"]),  # FIFO lines: INSTANCE "<name>" ...
         "interface": interface,
         "router_id": _safe(cfg["vrrp_router_id"]),
@@ -205,8 +246,9 @@ def main(argv: list[str], config_path: str) -> int:
                    help=f"where the notify and track scripts are (default: "
                         f"$SKAT_KEEPALIVED_DIR or {INSTALLED_SCRIPTS_DIR})")
     p.add_argument("--no-require-daemon", action="store_true",
-                   help="do not make the track script fail while `fdpi_cli daemon` is down "
-                        "(only for setups without the supervising daemon)")
+                   help="for setups without the supervising daemon: keepalived runs the "
+                        "track script every second instead of watching the daemon's track "
+                        "file, and a missing daemon is not a fault")
     args = p.parse_args(argv)
     from . import config
 

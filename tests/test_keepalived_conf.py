@@ -1,12 +1,13 @@
 """`fdpi_cli vrrp keepalived-config`: keepalived accepts what it writes, and bad values stop it.
 
-keepalived -t checks interfaces in its namespace and that the track script exists and is
-safe (enable_script_security), so it runs in a namespace that has vrrp_interface and the
-bridge ports (track_interface), with the checkout's keepalived/ directory as scripts dir.
+keepalived -t checks interfaces in its namespace and that the scripts exist and are safe
+(enable_script_security), so it runs in a namespace that has vrrp_interface and the bridge
+ports (track_interface), with the checkout's keepalived/ directory as scripts dir.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def test_keepalived_accepts_every_generated_configuration(lab: Lab, tmp_path: Pa
     lab.veth(ns, "v0", ns, "v0p")
     lab.veth(ns, "i0", ns, "o0")  # the bridge ports: keepalived tracks their links
     failures = []
-    for name, extra in MATRIX.items():
-        text = keepalived_conf.render_keepalived(_load(tmp_path, BASE + extra), SCRIPTS)
+    for name, extra in [*MATRIX.items(), ("no-daemon", "")]:
+        text = keepalived_conf.render_keepalived(_load(tmp_path, BASE + extra), SCRIPTS,
+                                                 require_daemon=name != "no-daemon")
         out = lab.path(f"{name}.conf")
         out.write_text(text)
         res = _keepalived_t(lab, ns, out)
@@ -70,6 +72,22 @@ def test_keepalived_accepts_every_generated_configuration(lab: Lab, tmp_path: Pa
     assert _keepalived_t(lab, ns, lab.path("v3-multicast-preempt.conf")).returncode != 0
 
 
+def test_keepalived_refuses_the_file_once_the_package_is_gone(lab: Lab, tmp_path: Path) -> None:
+    """keepalived drops missing notify scripts silently; the package's installed.conf,
+    included with includea, makes `keepalived -t` say that the package is gone."""
+    ns = lab.ns("k")
+    lab.veth(ns, "v0", ns, "v0p")
+    lab.veth(ns, "i0", ns, "o0")
+    package = lab.path("usr-share-skat-plugin-keepalived")
+    shutil.copytree(SCRIPTS, package)
+    conf = lab.path("keepalived.conf")
+    conf.write_text(keepalived_conf.render_keepalived(_load(tmp_path, BASE), str(package)))
+    assert _keepalived_t(lab, ns, conf).returncode == 0
+    shutil.rmtree(package)
+    res = _keepalived_t(lab, ns, conf)
+    assert res.returncode != 0 and "installed.conf" in res.stdout + res.stderr, res
+
+
 def _key_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] not in "#!"]
 
@@ -77,16 +95,19 @@ def _key_lines(text: str) -> list[str]:
 def test_golden_unicast_v2(tmp_path: Path) -> None:
     cfg = _load(tmp_path, BASE + UNICAST + "vrrp_version=2\nvrrp_auth_pass=pa55\n"
                 "vrrp_priority=150\nvrrp_router_id=7\nvrrp_preempt_delay=20\n")
-    assert _key_lines(keepalived_conf.render_keepalived(cfg, "/opt/k/")) == [
+    assert _key_lines(keepalived_conf.render_keepalived(
+            cfg, "/opt/k/", track_file="/run/x/keepalived.track")) == [
+        "includea /opt/k/installed.conf",
         "global_defs {",
         "enable_script_security",
         "script_user root",
         "notify_fifo /run/skat-plugin/keepalived.fifo",
         "vrrp_check_unicast_src",
         "}",
-        "vrrp_script skat_track {",
-        'script "/opt/k/track --require-daemon"',
-        "interval 1", "timeout 1", "fall 2", "rise 2",
+        "track_file skat_fitness {",
+        'file "/run/x/keepalived.track"',
+        "weight 0",
+        "init_file 1",
         "}",
         "vrrp_instance skat_plugin {",
         "state BACKUP",
@@ -101,7 +122,7 @@ def test_golden_unicast_v2(tmp_path: Path) -> None:
         "authentication {", "auth_type PASS", "auth_pass pa55", "}",
         "virtual_ipaddress {", "192.0.2.10/24 dev v0", "}",
         "track_interface {", "i0", "o0", "}",
-        "track_script {", "skat_track", "}",
+        "track_file {", "skat_fitness", "}",
         'notify_master "/opt/k/notify-master"',
         'notify_backup "/opt/k/notify-backup"',
         'notify_fault "/opt/k/notify-fault"',
@@ -115,10 +136,31 @@ def test_golden_multicast_nopreempt(tmp_path: Path) -> None:
         _load(tmp_path, BASE + "vrrp_preempt=0\nvrrp_advert_int=0.05\n"), SCRIPTS,
         require_daemon=False))
     assert "nopreempt" in lines and "advert_int 0.05" in lines and "version 3" in lines
-    assert f'script "{SCRIPTS}/track"' in lines
+    # Without the daemon nothing writes a track file: keepalived runs the script itself.
+    assert lines[lines.index("vrrp_script skat_track {"):][:7] == [
+        "vrrp_script skat_track {", f'script "{SCRIPTS}/track"',
+        "interval 1", "timeout 1", "fall 2", "rise 2", "}"]
+    assert lines[lines.index("track_script {"):][:3] == ["track_script {", "skat_track", "}"]
+    assert not any(ln.startswith("track_file") for ln in lines)
     for absent in ("unicast_src_ip", "unicast_peer {", "vrrp_check_unicast_src",
                    "authentication {", "preempt_delay"):
         assert not any(ln.startswith(absent) for ln in lines), absent
+
+
+def test_fitness_is_the_daemons_track_file_and_nothing_runs_on_a_timer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9: no script every second. The file is the daemon's, in its run directory."""
+    monkeypatch.setenv("SKAT_RUN_DIR", "/run/skat-a")
+    text = keepalived_conf.render_keepalived(_load(tmp_path, BASE), SCRIPTS)
+    lines = _key_lines(text)
+    for absent in ("vrrp_script", "track_script", "interval", "script "):
+        assert not any(ln.startswith(absent) for ln in lines), absent
+    assert 'file "/run/skat-a/keepalived.track"' in lines
+    block = lines[lines.index("track_file skat_fitness {"):][:5]
+    assert block[2:] == ["weight 0", "init_file 1", "}"], block
+    instance = lines[lines.index("vrrp_instance skat_plugin {"):]
+    assert instance[instance.index("track_file {"):][:3] == ["track_file {", "skat_fitness",
+                                                              "}"]
 
 
 # (fastdpi.conf lines added to BASE, or BASE with a line removed) -> key and line in the error

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 from group import VMAC, Group, master_down_interval, master_window
 from netlab import wait_for
 from wire import Capture
+
+from skat_plugin import trackfile
 
 ADVERT = 0.1  # VRRPv3 sub-second adverts keep every test short
 
@@ -228,3 +233,144 @@ def test_booting_backup_dual_master_window_and_start_as_backup(pair: Group):
     assert master_window(timeline) == 0, timeline
     assert pair.masters() == ["a"]
     answers_once(pair)
+
+
+# -- fitness: the daemon's track file (issue 9: no track script every second) ---------------
+def _unbridge(g: Group, n) -> None:
+    g.lab.run(n.app.ns, "ip", "link", "set", "o0", "nomaster")
+
+
+def _rebridge(g: Group, n) -> None:
+    g.lab.run(n.app.ns, "ip", "link", "set", "o0", "master", "skatbr0")
+
+
+def _kill_daemon(g: Group, n) -> None:
+    n.daemon.kill()  # -9: no clean exit; the guardian writes the verdict
+    n.daemon.wait()
+
+
+def _stop_plugin(g: Group, n) -> None:
+    n.app.cli("stop")
+
+
+def _start_plugin(g: Group, n) -> None:
+    n.app.cli("start")
+
+
+UNFIT = {  # what makes a master unfit, what mends it; only the track file sees these
+    "ports-not-bridged": (_unbridge, _rebridge),
+    "daemon-killed": (_kill_daemon, lambda g, n: g.start_daemon(n)),
+    "plugin-stopped": (_stop_plugin, _start_plugin),
+}
+
+
+@pytest.mark.parametrize("cause", list(UNFIT))
+def test_unfit_master_hands_over_at_once_and_takes_back_once_fit(pair: Group, cause: str):
+    a, b = pair.nodes
+    unfit, mend = UNFIT[cause]
+    t0 = time.monotonic()
+    unfit(pair, a)
+    wait_for(lambda: a.keepalived_state() == "FAULT", 2, 0.005, "a's keepalived in FAULT")
+    fault = time.monotonic() - t0
+    wait_for(lambda: role_now(b) == "master", 2, 0.005, "b to take over")
+    took = time.monotonic() - t0
+    print(f"{cause}: a in FAULT after {fault * 1000:.0f} ms, b master after "
+          f"{took * 1000:.0f} ms")
+    # The track script needed two failed runs a second apart (fall 2) before FAULT alone.
+    assert took < 1.0, took
+    assert pair.masters() == ["b"]
+    if cause != "plugin-stopped":  # a stopped plugin has no counters to compare
+        answers_once(pair)
+    mend(pair, a)
+    wait_for(lambda: pair.masters() == ["a"], 10, 0.05, "a fit again, to preempt")
+    assert a.keepalived_state() == "MASTER"
+    answers_once(pair)
+
+
+def test_keepalived_before_any_daemon_is_fault_until_one_judges(lab):
+    """A track file no daemon wrote is not "fit": keepalived creates it unfit (init_file)."""
+    g = Group(lab, 2, advert_int=ADVERT)
+    a, b = g.nodes
+    g.start(b)
+    assert g.wait_one_master(20) == "b"
+    a.app.cli("start")  # the plugin, no daemon yet
+    track = a.app.run_dir / trackfile.NAME
+    assert not track.exists()
+    g.start_keepalived(a)
+    # At its start keepalived says "entering FAULT state (tracked file ...)", in lower case.
+    wait_for(lambda: "entering FAULT state (tracked file skat_fitness" in a.log.read_text(),
+             5, 0.02, "a's keepalived in FAULT from the start")
+    time.sleep(master_down_interval(ADVERT, a.priority) * 3)
+    assert a.keepalived_state() is None, "a's keepalived left FAULT"
+    assert track.read_text() == "1\n"
+    wait_for(lambda: g.masters() == ["b"], 5, 0.05, "a backup (notify-fault)")
+    g.start_daemon(a)
+    wait_for(lambda: g.masters() == ["a"], 10, 0.05, "a fit, to preempt")
+    assert track.read_text().startswith("0\n")
+
+
+class ProcEvents:
+    """The kernel's process events (the proc connector, what keepalived's track_process
+    reads): who forked, as it happens. Only in the initial network namespace: this test
+    process, not the appliances, listens."""
+
+    NETLINK_CONNECTOR, CN_IDX_PROC, CN_VAL_PROC = 11, 1, 1
+    PROC_CN_MCAST_LISTEN, PROC_EVENT_FORK = 1, 0x1
+
+    def __enter__(self) -> ProcEvents:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, self.NETLINK_CONNECTOR)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((0, self.CN_IDX_PROC))
+        op = struct.pack("=I", self.PROC_CN_MCAST_LISTEN)
+        cn = struct.pack("=IIIIHH", self.CN_IDX_PROC, self.CN_VAL_PROC, 0, 0, len(op), 0) + op
+        self.sock.send(struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn)  # NLMSG_DONE
+        self.sock.settimeout(0.1)
+        self.forks: list[tuple[int, int]] = []  # (parent tgid, child pid)
+        self.lost = False
+        self.stopping = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        return self
+
+    def _read(self) -> None:
+        while not self.stopping:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # ENOBUFS: the machine forked faster than we read
+                self.lost = True
+                continue
+            # nlmsghdr (16) + cn_msg (20) + proc_event: what, cpu, timestamp, then the fork's
+            # parent pid, parent tgid, child pid, child tgid.
+            if len(data) >= 68 and struct.unpack_from("=I", data, 36)[0] == \
+                    self.PROC_EVENT_FORK:
+                _ppid, ptgid, cpid, ctgid = struct.unpack_from("=IIII", data, 52)
+                if cpid == ctgid:  # a process, not a thread
+                    self.forks.append((ptgid, cpid))
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping = True
+        self.thread.join()
+        self.sock.close()
+
+
+def test_idle_group_starts_no_process(pair: Group):
+    """Quiet, neither keepalived nor the daemon starts a process (the track script was a
+    python3 a second on every appliance). The detector is shown to see keepalived's forks."""
+    time.sleep(1.0)  # the takeover's notify scripts are over
+    who = {}
+    for n in pair.nodes:
+        who[n.daemon.pid] = f"{n.name}: daemon"
+        for key in ("main", "vrrp"):
+            who[int(n.pids[key].read_text().split()[0])] = f"{n.name}: keepalived {key}"
+    with ProcEvents() as ev:
+        time.sleep(5.0)
+        quiet = [(who[p], c) for p, c in ev.forks if p in who]
+        pair.link(pair.nodes[1], False)  # b to FAULT: keepalived runs notify-fault
+        wait_for(lambda: any(who.get(p) == "b: keepalived vrrp" for p, _ in ev.forks), 5,
+                 0.02, "the fork of b's notify script to be seen")
+    pair.link(pair.nodes[1], True)
+    assert not ev.lost, "events were lost: the machine forked faster than the test read"
+    print(f"forks by keepalived and the daemons in 5 quiet seconds: {quiet}")
+    assert quiet == []
