@@ -80,7 +80,12 @@ def test_takeover_burst_and_refresh_on_the_wire(lab: Lab) -> None:
         del n.cksum
         assert Ether(bytes(f))[ICMPv6ND_NA].cksum == sent, "ICMPv6 checksum"
     assert {f[ICMPv6ND_NA].tgt for f in na} == {VLL, VGUA}
-    assert len(na) == 2 * len(ga)  # every round: GARP + NA for both addresses
+    # Every round: a GARP and an NA for both addresses, sent together. (The capture may
+    # stop between a round's GARP and its NAs: the last GARP's round is not counted.)
+    for g in ga[:-1]:
+        with_it = [f for f in na if 0 <= float(f.time) - float(g.time) < 0.02]
+        assert len(with_it) == 2, (g.time, [f.time for f in na])
+    assert len(na) - 2 * (len(ga) - 1) in (0, 1, 2)
 
     starts = rounds([float(f.time) for f in ga], gap=0.03)
     burst, refresh = starts[:3], starts[3:]
