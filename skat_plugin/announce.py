@@ -124,6 +124,7 @@ class Announcer:
         self.burst_left = 0
         self.next_at: float | None = None
         self.rounds = 0  # sent since the daemon started (for tests and metrics)
+        self.burst_rounds = 0  # of which in takeover bursts (not the periodic refresh)
 
     def start(self, plan: Plan, now: float) -> None:
         """Entering master (or announcing again after a split brain): a fresh burst."""
@@ -150,6 +151,7 @@ class Announcer:
         self.send_round()
         if self.burst_left > 0:
             self.burst_left -= 1
+            self.burst_rounds += 1
         if self.burst_left > 0:
             self.next_at = now + self.plan.interval
         else:

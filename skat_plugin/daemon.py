@@ -148,6 +148,7 @@ class Daemon:
         self.repair_not_before = 0.0
         self.metrics_dirty = True
         self.published = ""  # daemon.json as last written, without its time stamp
+        self.published_rounds = -1  # announcement_rounds as last written
         self.subscriber_counts: tuple[float, dict[str, Any]] | None = None  # (when, counts)
         self.owns_run_dir = False  # set once our pid file is written
         # keepalived's track file: the verdict on fitness, written when it changes.
@@ -447,13 +448,20 @@ class Daemon:
                 "rule_repairs": self.repairs_total,
                 "updated": _now_iso()}
 
-    def publish(self) -> None:
-        """daemon.json (read by `vrrp show` and the track script) and systemd's STATUS,
-        written when something in them changed (not at every tick of a timer)."""
+    def publish(self, counters: bool = False) -> None:
+        """daemon.json (read by `vrrp show`) and systemd's STATUS, written when something in
+        them changed (not at every tick of a timer). A refresh round of the announcer (every
+        vrrp_garp_refresh) is not such a change: its count goes out with the next one, or
+        with the metrics (counters=True, every metrics.REFRESH seconds)."""
         st = self.status()
-        content = json.dumps({k: v for k, v in st.items() if k != "updated"}, sort_keys=True)
-        if content == self.published:
+        news = {k: v for k, v in st.items() if k not in ("updated", "announcement_rounds")}
+        if self.announcer is not None:
+            news["burst_rounds"] = self.announcer.burst_rounds
+        content = json.dumps(news, sort_keys=True)
+        if content == self.published and not (
+                counters and st["announcement_rounds"] != self.published_rounds):
             return
+        self.published_rounds = st["announcement_rounds"]
         self.published = content
         atomicfile.write(self.run_dir / "daemon.json", json.dumps(st, sort_keys=True))
         alive = {True: "alive", False: "GONE", None: "not seen"}[st["election_alive"]]
@@ -696,7 +704,7 @@ class Daemon:
             self.metrics_dirty = False
             timers["metrics"] = now + metrics.REFRESH
             self.write_metrics()
-            self.publish()
+            self.publish(counters=True)
         if self.notifier.watchdog is None:
             timers["watchdog"] = math.inf
         elif now >= timers["watchdog"]:

@@ -185,3 +185,19 @@ def test_reload_turning_vrrp_on_makes_a_master_wait_for_the_election(lab: Lab) -
     assert awaiting() is False
     app.cli("reload")
     assert awaiting() is False  # a reload is no reason to wait again
+
+
+def test_the_refresh_does_not_rewrite_the_status_file(lab: Lab) -> None:
+    """A refresh round every 0.5 s is sent, but daemon.json (what `vrrp show` reads) is not
+    rewritten for it: its count goes out with the next change or the metrics."""
+    topo, d = topo_with_daemon(lab)
+    d.write("MASTER")
+    wait_for(lambda: d.status["announcement_rounds"] >= 3, 5, 0.02, "takeover burst")
+    time.sleep(REFRESH)
+    status = topo.app.run_dir / "daemon.json"
+    before, rounds = status.stat().st_mtime_ns, d.status["announcement_rounds"]
+    with Capture(lab, topo.sub, "s0", "arp") as cap:
+        time.sleep(REFRESH * 4)
+    assert len(garps(cap.stop())) >= 3  # the refresh went on
+    assert status.stat().st_mtime_ns == before
+    assert d.status["announcement_rounds"] == rounds
