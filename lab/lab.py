@@ -119,13 +119,13 @@ def tour(g: Group) -> list[dict]:
     g.wait_one_master(10)
     status(g)
 
-    say("\n== 4. Failover: the master's subscriber port goes down (track script -> FAULT)")
+    say("\n== 4. Failover: the master's subscriber port goes down (track_interface -> FAULT)")
     results.append(measured(g, "link down", lambda: g.link(a, False), window + 2, b))
     g.wait_one_master(10)
     status(g)
     g.link(a, True)
     wait_for(lambda: g.masters() == ["a"], 20, 0.1, "a to preempt after its link returns")
-    say("  link restored: a is fit again (track script) and preempts")
+    say("  link restored: a is fit again (the daemon's track file) and preempts")
     status(g)
 
     say("\n== 5. A backup appliance boots: SKAT starts it as master until keepalived speaks")
