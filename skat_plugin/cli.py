@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     elif command == "reload":
         st = _via_daemon({"op": "reload", "config": path}) or role.reload(path)
         print(f"reloaded: {st['role']}")
+        _wait_for_inspector()
     elif command == "check":
         from . import check
 
@@ -226,6 +227,20 @@ def run(args: argparse.Namespace) -> int:
         _print_set(_via_daemon(request, args.asked, args.answer)
                    or role.set_role(args.role, args.cause, force=args.force))
     return errors.OK
+
+
+def _wait_for_inspector() -> None:
+    """The URL and server-name lists live in the inspector: reload returns once it has
+    read them (or says why not), so that what the operator reloaded is what is in effect."""
+    from . import state
+    from .config import Config
+    from .redirect import apply
+
+    snapshot = (state.load() or {}).get("config")
+    if snapshot:
+        said = apply.wait_for_inspector(Config.from_snapshot(snapshot))
+        if said:
+            print(said, file=sys.stderr if said.startswith("warning") else sys.stdout)
 
 
 def _config_from_rest(args: argparse.Namespace) -> None:

@@ -239,11 +239,12 @@ def test_lists_reload_hot_during_a_download_and_bad_lists_change_nothing(lab: La
     assert http(lab, sub, "late.example")["code"] == 200
     write_list(lab.path("urls"), [*URLS, "late.example"])
     before = app.show()["since"]
-    app.cli("reload")
-    # The kernel's address sets change within the reload; the URL list lives in the
-    # inspector, which looks at the configuration every CHECK_EVERY (1 s) seconds.
-    wait_for(lambda: http(lab, sub, "late.example")["code"] == 302, timeout=3,
-             what="the inspector to take the reloaded URL list")
+    # reload returns once the inspector has read the new URL list (it holds that list; the
+    # kernel's address sets change within the reload itself): the very next request is
+    # redirected, and no request of the subscriber reaches the server in between.
+    done = app.cli("reload")
+    assert "black lists in effect in the inspector" in done.stdout, done
+    assert http(lab, sub, "late.example")["code"] == 302
     # The inspector also follows the file by itself, without a reload.
     write_list(lab.path("urls"), [*URLS, "late.example", "later.example/x"])
     wait_for(lambda: http(lab, sub, "later.example", "/x/y")["code"] == 302, timeout=5,
@@ -257,10 +258,11 @@ def test_lists_reload_hot_during_a_download_and_bad_lists_change_nothing(lab: La
     bad = app.cli("reload", check=False)
     assert bad.returncode != 0
     assert f"{lab.path('urls')}:6:" in bad.stderr and "scheme" in bad.stderr, bad.stderr
-    time.sleep(1.5)  # the inspector saw the bad file too, and kept its old list
+    # The inspector saw the bad file too (inotify), and kept its old list.
+    wait_for(lambda: app.show()["redirect"]["inspector"]["list_error"], timeout=3,
+             what="the inspector to report the malformed list")
     assert http(lab, sub, "late.example")["code"] == 302
     assert http(lab, sub, "free.example", "/after")["code"] == 200
-    assert app.show()["redirect"]["inspector"]["list_error"]
     out, _ = download.communicate(timeout=60)
     assert out.split() == ["200", str(size)], out
     assert app.show()["since"] == before  # no role change

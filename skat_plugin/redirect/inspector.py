@@ -28,8 +28,11 @@ second (at once on SIGTERM and when packets are lost).
 What it reads: the configuration the plugin last loaded (state.json, as `vrrp set` does),
 so `fdpi_cli reload` reaches it; the black-list files, read again when one changes (hot:
 the new lists replace the old in one step, a malformed file keeps the old lists and logs
-file and line; the address sets in the kernel are replaced in one transaction). Counters go
-to $SKAT_RUN_DIR/inspector.json every second (`vrrp show`, metrics).
+file and line; the address sets in the kernel are replaced in one transaction). It learns
+of both by inotify, at once; a check every second stays as a safety net. Counters go to
+$SKAT_RUN_DIR/inspector.json every second and as soon as a list is read, with the files'
+stamp it was read from (`lists_stamp`): `fdpi_cli reload` waits for that stamp, so the
+lists are in effect when it returns.
 """
 
 from __future__ import annotations
@@ -46,11 +49,13 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import atomicfile, packetsock, report, state
 from ..announce import Sender, mac_bytes
 from ..config import Config
+from ..watch import inotify
 from . import HEARTBEAT_EVERY, enabled, kernel, lists, packet, port_mark
 from .apply import STATUS_FILE
 
@@ -93,6 +98,7 @@ class Inspector:
         self.lists = lists.Lists()
         self.list_stamp: tuple = ()
         self.list_error: str | None = None
+        self.read_stamp: tuple | None = None  # the files' stamp the lists were last read from
         self.state_stamp: tuple | None = None
         self.ports: dict[int, _Port] = {}
         self.sender: Sender | None = None
@@ -105,6 +111,11 @@ class Inspector:
         self.behind_until = 0.0
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # the port list, between the loop and the heartbeat
+        # Wake-ups: the run directory and the list files' directories change (inotify); the
+        # list loader is done (a pipe). Either makes the loop look at once.
+        self.notify = inotify.Inotify()
+        self.watched: set[str] = set()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- configuration --------------------------------------------------------------------
     def _state_stamp(self) -> tuple | None:
@@ -154,25 +165,43 @@ class Inspector:
         if stamp == self.list_stamp:
             return
         self.list_stamp = stamp
-        self.loader = threading.Thread(target=self._load_lists, args=(self.cfg,),
+        self.loader = threading.Thread(target=self._load_lists, args=(self.cfg, stamp),
                                        name="lists", daemon=True)
         self.loader.start()
 
-    def _load_lists(self, cfg: Config) -> None:
+    def _load_lists(self, cfg: Config, stamp: tuple) -> None:
         started = time.monotonic()
         try:
             new = lists.load(cfg.values)
             kernel.load_addresses(new)
         except (lists.ListError, OSError) as e:
-            self.list_error = str(e)
+            self.list_error, self.read_stamp = str(e), stamp
             report.error(f"inspector: black lists not loaded, the old ones stay: {e}",
                          cause="inspector")
+            self._wake()
             return
         if cfg is not self.cfg:  # the configuration changed meanwhile: read again
+            self._wake()
             return
-        self.lists, self.list_error, self.ready = new, None, True
+        self.lists, self.list_error, self.ready, self.read_stamp = new, None, True, stamp
         report.event(f"inspector: black lists loaded in {time.monotonic() - started:.3f} s "
                      f"({new.entries})", cause="inspector")
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_w, b"!")
+
+    def watch_files(self) -> None:
+        """inotify on the run directory (state.json) and on each list file's directory
+        (files are often replaced by rename; a directory watch sees that)."""
+        dirs = {str(state.run_dir())}
+        if self.cfg is not None:
+            dirs |= {os.path.dirname(os.path.abspath(self.cfg.values[key]))
+                     for key in lists.FILE_KEYS if self.cfg.values.get(key)}
+        for d in dirs - self.watched:
+            if self.notify.watch(Path(d), inotify.CHANGES | inotify.IN_ATTRIB):
+                self.watched.add(d)
 
     def _close_ports(self) -> None:
         with self.lock:
@@ -275,11 +304,26 @@ class Inspector:
                 return
             self.decide(port, frame)
 
+    def _drain(self, fd: int) -> bool:
+        """Empty a wake-up; True when it is worth a look: the loader is done, or a file of
+        interest changed (not the status file this process writes beside state.json)."""
+        if fd != self.notify.fileno():
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 4096)
+            return True
+        files = {str(state.run_dir() / "state.json")}
+        if self.cfg is not None:
+            files |= {os.path.abspath(self.cfg.values[key])
+                      for key in lists.FILE_KEYS if self.cfg.values.get(key)}
+        return any(d is None or os.path.join(d, name) in files
+                   for d, name, _ in self.notify.read())
+
     # -- status ---------------------------------------------------------------------------------
     def write_status(self) -> None:
         self.status_at = time.monotonic()
         status = {"pid": os.getpid(), "updated": time.time(), "counters": self.counters,
                   "lists": self.lists.entries, "list_error": self.list_error,
+                  "lists_stamp": self.read_stamp,
                   "ports": [p.name for p in self.ports.values()]}
         with contextlib.suppress(OSError):
             state.run_dir().mkdir(parents=True, exist_ok=True)
@@ -290,27 +334,38 @@ class Inspector:
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         poller = select.poll()
+        poller.register(self.notify.fileno(), select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        wake_fds = {self.notify.fileno(), self.wake_r}
         registered: set[int] = set()
         next_check = 0.0
+        look = True
         try:
             while not self.stopping.is_set():
                 now = time.monotonic()
                 self.progress = now
-                if now >= next_check:
-                    next_check = now + CHECK_EVERY
+                if look or now >= next_check:
+                    if now >= next_check:
+                        next_check = now + CHECK_EVERY
+                        self.check_losses()
+                    look = False
                     self.check_config()
+                    self.watch_files()
                     self.check_lists()
-                    self.check_losses()
                     self.write_status()
                     for fd in registered - set(self.ports):
                         poller.unregister(fd)
                     for fd in set(self.ports) - registered:
                         poller.register(fd, select.POLLIN)
                     registered = set(self.ports)
-                events = poller.poll(100)
-                for fd, _ in events:
-                    self.handle(fd)
-                if events and now - self.status_at > STATUS_SOON:
+                decided = False
+                for fd, _ in poller.poll(100):
+                    if fd in wake_fds:
+                        look = self._drain(fd) or look
+                    else:
+                        self.handle(fd)
+                        decided = True
+                if decided and now - self.status_at > STATUS_SOON:
                     self.write_status()  # `vrrp show` is current within STATUS_SOON
         finally:
             self.stopping.set()
@@ -332,6 +387,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
 
     def reread(_signum: int, _frame: Any) -> None:
         inspector.list_stamp = ()
+        inspector._wake()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
