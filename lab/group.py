@@ -252,7 +252,12 @@ class Group:
         def one() -> str | None:
             m = [x for x in self.masters() if x not in exclude]
             return m[0] if len(m) == 1 and len(self.masters()) == 1 else None
-        return wait_for(one, timeout, 0.05, what="exactly one master")
+        try:
+            return wait_for(one, timeout, 0.05, what="exactly one master")
+        except AssertionError as e:
+            # Say what the group looks like: each appliance's role beside keepalived's word.
+            seen = {n.name: (n.role(), n.keepalived_state()) for n in self.nodes}
+            raise AssertionError(f"{e}; (role, keepalived) by appliance: {seen}") from None
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

@@ -68,12 +68,13 @@ def clock():
 stopping = []
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 adv = ra.RouterAdvertiser(announce.Sender(cfg["vrrp_socket_mark"]))
-adv.start(cfg, clock())
+started = clock()
+adv.start(cfg, started)
 poller = select.poll()
 for fd in adv.fds():
     poller.register(fd, select.POLLIN)
 due = adv.next_due()
-print(json.dumps({"fds": len(adv.fds()), "in": None if due is None else due - clock(),
+print(json.dumps({"fds": len(adv.fds()), "in": None if due is None else due - started,
                   **adv.counters()}), flush=True)
 while not stopping:
     due = adv.next_due()
