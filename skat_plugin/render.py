@@ -7,6 +7,7 @@ the values (the ND checksum constants included).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import string
@@ -31,8 +32,13 @@ SPLIT_BRAIN_GROUP = 0x5CA7
 def nft_dir() -> Path:
     """Where the .nft files are: $SKAT_NFT_DIR, a source checkout, or the package's share."""
     env = os.environ.get("SKAT_NFT_DIR")
-    if env:
-        return Path(env)
+    return Path(env) if env else _installed_nft_dir()
+
+
+@functools.cache
+def _installed_nft_dir() -> Path:
+    # Looked up once per process: resolving the path is a few system calls, and a role
+    # switch in the daemon should not pay them every time.
     checkout = Path(__file__).resolve().parent.parent / "nft"
     if checkout.is_dir():
         return checkout

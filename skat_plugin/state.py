@@ -28,8 +28,11 @@ def run_dir() -> Path:
 def locked() -> Iterator[None]:
     """Held for the whole of a change: read state, apply to the kernel, write state."""
     directory = run_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # the first change since boot: /run is new
+        directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
