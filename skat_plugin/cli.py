@@ -30,6 +30,7 @@ from .errors import SkatError
 TYPE_CHECKING = False  # typing itself costs --help ~5 ms
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 # Commands whose options belong to their own module: `module.main(argv) -> int`.
 DELEGATED = {
@@ -211,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     elif command == "reload":
         st = _via_daemon({"op": "reload", "config": path}) or role.reload(path)
         print(f"reloaded: {st['role']}")
-        _wait_for_inspector()
+        _wait_for_inspector(st)
     elif command == "check":
         from . import check
 
@@ -229,14 +230,14 @@ def run(args: argparse.Namespace) -> int:
     return errors.OK
 
 
-def _wait_for_inspector() -> None:
+def _wait_for_inspector(st: dict[str, Any]) -> None:
     """The URL and server-name lists live in the inspector: reload returns once it has
-    read them (or says why not), so that what the operator reloaded is what is in effect."""
-    from . import state
+    read them (or says why not), so that what the operator reloaded is what is in effect.
+    st: the state the reload left (its configuration snapshot)."""
     from .config import Config
     from .redirect import apply
 
-    snapshot = (state.load() or {}).get("config")
+    snapshot = st.get("config")
     if snapshot:
         said = apply.wait_for_inspector(Config.from_snapshot(snapshot))
         if said:

@@ -195,10 +195,7 @@ class Inspector:
     def watch_files(self) -> None:
         """inotify on the run directory (state.json) and on each list file's directory
         (files are often replaced by rename; a directory watch sees that)."""
-        dirs = {str(state.run_dir())}
-        if self.cfg is not None:
-            dirs |= {os.path.dirname(os.path.abspath(self.cfg.values[key]))
-                     for key in lists.FILE_KEYS if self.cfg.values.get(key)}
+        dirs = {os.path.dirname(f) for f in self._files_of_interest()}
         for d in dirs - self.watched:
             if self.notify.watch(Path(d), inotify.CHANGES | inotify.IN_ATTRIB):
                 self.watched.add(d)
@@ -311,12 +308,16 @@ class Inspector:
             with contextlib.suppress(BlockingIOError):
                 os.read(fd, 4096)
             return True
-        files = {str(state.run_dir() / "state.json")}
-        if self.cfg is not None:
-            files |= {os.path.abspath(self.cfg.values[key])
-                      for key in lists.FILE_KEYS if self.cfg.values.get(key)}
+        files = self._files_of_interest()
         return any(d is None or os.path.join(d, name) in files
                    for d, name, _ in self.notify.read())
+
+    def _files_of_interest(self) -> set[str]:
+        """state.json and the configured list files, as absolute paths."""
+        files = {str(state.run_dir() / "state.json")}
+        if self.cfg is not None:
+            files |= {os.path.abspath(p) for p in lists.paths(self.cfg.values)}
+        return files
 
     # -- status ---------------------------------------------------------------------------------
     def write_status(self) -> None:

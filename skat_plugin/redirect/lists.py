@@ -185,13 +185,15 @@ def load(values: dict) -> Lists:
     return Lists(hosts, names, suffixes, nets4, nets6, entries)
 
 
+def paths(values: dict) -> list[str]:
+    """The configured list files, as fastdpi.conf names them."""
+    return [values[key] for key in FILE_KEYS if values.get(key)]
+
+
 def stamp(values: dict) -> tuple:
     """Changes when any configured list file changes (inode, size, modification time)."""
     out = []
-    for key in FILE_KEYS:
-        path = values.get(key)
-        if not path:
-            continue
+    for path in paths(values):
         try:
             st = os.stat(path)
             out.append((path, st.st_ino, st.st_size, st.st_mtime_ns))
