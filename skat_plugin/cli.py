@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 DELEGATED = {
     "daemon": "daemon",
     "inspector": "redirect.inspector",
-    "keepalived-config": "keepalived_conf",
-    "check-group": "group_check",
-    "track": "health",
+    "keepalived-config": "election.keepalived_conf",
+    "check-group": "config.group_check",
+    "track": "election.health",
 }
 CONFIG_HELP = "fastdpi.conf (default: $FDPI_CONF or /etc/dpi/fastdpi.conf)"
 
@@ -170,7 +170,8 @@ def _key_warnings(path: str) -> None:
     """Near-misses of the plugin's key names (keynames.py), before the command acts."""
     import syslog
 
-    from . import conffile, keynames, report, schema
+    from . import report
+    from .config import conffile, keynames, schema
 
     try:
         conf = conffile.read(path)

@@ -167,7 +167,7 @@ class Daemon:
         self.track_file.start()
         self.refresh_state()
         self.server = control.Server()
-        from .schema import KEYS  # the same default as fastdpi.conf's, for old snapshots
+        from .config.schema import KEYS  # the same default as fastdpi.conf's, for old snapshots
 
         pidfiles = self.opts.watch_pidfile or self._configured(
             "vrrp_election_pidfile", KEYS["vrrp_election_pidfile"]["default"])

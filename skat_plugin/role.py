@@ -279,8 +279,8 @@ def left_without_plugin() -> str | None:
     the plugin runs (its state and its rules are there)."""
     if state.load() is not None or nftapply.loaded_role() is not None:
         return None
-    from . import election
-    from .schema import KEYS
+    from .config.schema import KEYS
+    from .election import pidfile as election
 
     keepalived = False
     for path in KEYS["vrrp_election_pidfile"]["default"]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import election
+from .election import pidfile as election
 
 DEFAULT_RUN_DIR = "/run/skat-plugin"
 

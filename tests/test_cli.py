@@ -142,7 +142,7 @@ def _modules_after(*args: str) -> set[str]:
 
 
 def test_help_and_show_do_not_import_the_world() -> None:
-    heavy = {"jsonschema", "pyroute2", "skat_plugin.schema", "skat_plugin.bridges"}
+    heavy = {"jsonschema", "pyroute2", "skat_plugin.config.schema", "skat_plugin.bridges"}
     help_mods = _modules_after("--help")
     assert not help_mods & (heavy | {"nftables", "typing", "dataclasses", "skat_plugin.role"})
     show_mods = _modules_after("vrrp", "show")

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netlab import PYTHON
 
-from skat_plugin import conffile, config, schema
+from skat_plugin import config
+from skat_plugin.config import conffile, schema
 from skat_plugin.errors import ConfigError
 
 BASE_LINES = BASE_CONF.splitlines()  # line n of the file is BASE_LINES[n - 1]

@@ -6,7 +6,7 @@ import re
 
 from netlab import REPO
 
-from skat_plugin import schema
+from skat_plugin.config import schema
 
 
 def test_every_key_has_its_paragraph() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from netlab import PYTHON, REPO
 
-from skat_plugin import group_check
+from skat_plugin.config import group_check
 
 COMMON = """in_dev=i0
 out_dev=o0

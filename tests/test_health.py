@@ -19,7 +19,8 @@ from daemonlab import FAST_CONF, start_daemon
 from netlab import REPO, Lab, wait_for
 from wire import send_frames
 
-from skat_plugin import announce, health, splitbrain, trackfile
+from skat_plugin import announce
+from skat_plugin.election import splitbrain, trackfile, verdict
 
 TRACK = str(REPO / "keepalived" / "track")
 
@@ -168,7 +169,7 @@ def test_daemon_writes_each_change_of_the_verdict_once(lab: Lab) -> None:
         lab.run(ns, *mend)
         wait_verdict(app, "0")
     app.cli("stop")
-    took["plugin stopped"] = wait_verdict(app, f"1 {health.NOT_STARTED}")
+    took["plugin stopped"] = wait_verdict(app, f"1 {verdict.NOT_STARTED}")
     app.cli("start")
     wait_verdict(app, "0")
     print("track file unfit after: " + ", ".join(f"{k} {v * 1000:.0f} ms"
@@ -190,7 +191,7 @@ def test_daemon_writes_each_change_of_the_verdict_once(lab: Lab) -> None:
     lab.run(ns, "ip", "link", "set", "o0", "up")
     wait_verdict(app, "0")
     assert d.stop() == 0
-    assert verdict_of(app) == f"1 {health.DAEMON_DOWN}"  # a clean exit says so itself
+    assert verdict_of(app) == f"1 {verdict.DAEMON_DOWN}"  # a clean exit says so itself
     assert guardians(lab, ns) == []
 
 
@@ -215,7 +216,7 @@ def test_daemon_death_however_it_comes_makes_the_appliance_unfit(lab: Lab) -> No
         assert "not written: the supervising daemon keeps" in kept.stderr, kept.stderr
         assert verdict_of(app) == "0"
         d.proc.kill()
-        took = wait_verdict(app, f"1 {health.DAEMON_DOWN}", 1.0)
+        took = wait_verdict(app, f"1 {verdict.DAEMON_DOWN}", 1.0)
         print(f"{round_}: track file unfit {took * 1000:.0f} ms after the daemon's death")
         d.proc.wait()
         wait_for(lambda: guardians(lab, ns) == [], 2, 0.01, "the guardian to finish")
@@ -231,8 +232,8 @@ def test_daemon_death_however_it_comes_makes_the_appliance_unfit(lab: Lab) -> No
     time.sleep(0.2)
     assert verdict_of(app) == "0", "nobody wrote it yet"
     written = app.cli("vrrp", "track", "--require-daemon", "--write", check=False)
-    assert written.returncode == 1 and health.DAEMON_DOWN in written.stderr, written.stderr
-    assert verdict_of(app) == f"1 {health.DAEMON_DOWN}"
+    assert written.returncode == 1 and verdict.DAEMON_DOWN in written.stderr, written.stderr
+    assert verdict_of(app) == f"1 {verdict.DAEMON_DOWN}"
     assert track(topo, "--write").returncode == 0  # without --require-daemon: fit, says 0
     assert verdict_of(app) == "0"
 

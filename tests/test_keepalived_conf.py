@@ -15,7 +15,8 @@ import pytest
 from conftest import BASE_CONF
 from netlab import PYTHON, REPO, Lab
 
-from skat_plugin import config, keepalived_conf
+from skat_plugin import config
+from skat_plugin.election import keepalived_conf
 from skat_plugin.errors import ConfigError
 
 SCRIPTS = str(REPO / "keepalived")

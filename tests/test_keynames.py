@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import BASE_CONF
 
-from skat_plugin import conffile, keynames, schema
+from skat_plugin.config import conffile, keynames, schema
 from skat_plugin.errors import ConfigError
 
 

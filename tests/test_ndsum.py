@@ -25,8 +25,8 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 from scapy.utils6 import in6_getnsma
 
-from skat_plugin import conffile, render, schema
-from skat_plugin.config import Config
+from skat_plugin import render
+from skat_plugin.config import Config, conffile, schema
 
 NFT = render.nft_dir() / "nd-responder.nft"
 ETH, NH, TH = 0, 14, 54  # offsets of the link, network and transport headers

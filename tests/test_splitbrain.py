@@ -12,7 +12,8 @@ from netlab import PYTHON, Lab, wait_for
 from scapy.layers.l2 import ARP, Ether
 from wire import Capture, send_frames
 
-from skat_plugin import announce, splitbrain
+from skat_plugin import announce
+from skat_plugin.election import splitbrain
 from skat_plugin.render import SPLIT_BRAIN_GROUP
 
 # Refresh off: any GARP after the takeover burst is the re-announcement we are testing.

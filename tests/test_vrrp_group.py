@@ -25,7 +25,7 @@ from group import VMAC, Group, master_down_interval, master_window
 from netlab import wait_for
 from wire import Capture
 
-from skat_plugin import trackfile
+from skat_plugin.election import trackfile
 
 ADVERT = 0.1  # VRRPv3 sub-second adverts keep every test short
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..election import PidWatch
+from ..election.pidfile import PidWatch
 from . import Source
 from .inotify import CHANGES, IN_ATTRIB, IN_CREATE, IN_MOVED_TO, Inotify
 
@@ -86,7 +86,7 @@ class ElectionWatch(Source):
 
 
 def _same(ident: tuple[int, int]) -> bool:
-    from ..election import Unknown, proc_identity
+    from ..election.pidfile import Unknown, proc_identity
 
     try:
         return proc_identity(ident[0]) == ident

@@ -22,7 +22,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from ..splitbrain import POLL, Change, Watch
+from ..election.splitbrain import POLL, Change, Watch
 from . import Source
 
 NETLINK_NETFILTER = 12

@@ -19,8 +19,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from ..errors import ConfigError
 from .conffile import ConfFile
-from .errors import ConfigError
 
 OWN_PREFIX = "vrrp_"  # bras_ (shared with SKAT) and other keys: warnings only
 

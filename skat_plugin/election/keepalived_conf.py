@@ -20,9 +20,10 @@ import string
 import sys
 from pathlib import Path
 
-from . import atomicfile, conffile, trackfile
-from .config import Config
-from .errors import ConfigError, SkatError
+from .. import atomicfile
+from ..config import Config, conffile
+from ..errors import ConfigError, SkatError
+from . import trackfile
 
 INSTALLED_SCRIPTS_DIR = "/usr/share/skat-plugin/keepalived"
 
@@ -42,7 +43,7 @@ _SCRIPTS_DIR = re.compile(r"\A/[A-Za-z0-9_./\-]{0,200}\Z")
 
 def template_path() -> Path:
     """keepalived/keepalived.conf.tmpl of a checkout, or the installed copy."""
-    checkout = Path(__file__).resolve().parent.parent / "keepalived" / "keepalived.conf.tmpl"
+    checkout = Path(__file__).resolve().parents[2] / "keepalived" / "keepalived.conf.tmpl"
     if checkout.is_file():
         return checkout
     return Path(INSTALLED_SCRIPTS_DIR) / "keepalived.conf.tmpl"
@@ -250,7 +251,7 @@ def main(argv: list[str], config_path: str) -> int:
                         "track script every second instead of watching the daemon's track "
                         "file, and a missing daemon is not a fault")
     args = p.parse_args(argv)
-    from . import config
+    from .. import config
 
     try:
         text = render_keepalived(config.load(config_path), args.scripts_dir,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 

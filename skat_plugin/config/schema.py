@@ -16,9 +16,9 @@ from typing import Any
 
 import jsonschema
 
+from ..errors import ConfigError
 from . import keynames
 from .conffile import ConfFile
-from .errors import ConfigError
 
 IFNAME = r"^[A-Za-z0-9_.\-@]{1,15}$"
 MAC = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
@@ -385,7 +385,7 @@ def _gateway_checks(v: dict[str, Any], fail: Any) -> None:
 def _redirect_checks(v: dict[str, Any], fail: Any) -> None:
     """The black-list files are read and checked now: a bad line fails the load, naming its
     file and line, and the loaded rules and lists stay as they were."""
-    from .redirect import lists
+    from ..redirect import lists
 
     try:
         lists.load(v)

@@ -28,35 +28,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ports, state
-from .config import Config
-
-# The reasons, one phrase each: the same words from `fdpi_cli vrrp track` and in the track
-# file the daemon writes (trackfile.py), so an operator finds one cause under one name.
-NOT_STARTED = "plugin not started (run 'fdpi_cli start')"
-RULES_NOT_LOADED = "the plugin's nftables rules are not loaded"
-DAEMON_DOWN = "the supervising daemon (fdpi_cli daemon) is not running"
-SPLIT_BRAIN = "split brain: another master sends from bras_arp_mac (vrrp_split_brain_handover=1)"
-
-
-def verdict(cfg: Config | None, rules: str | None, port_problems: list[str],
-            daemon: str | None, split_brain: bool) -> str | None:
-    """The first reason in the documented order, or None when fit.
-
-    cfg: the loaded configuration (None: not started); rules, daemon: what is wrong with
-    them, or None; split_brain: a split brain is reported now.
-    """
-    if cfg is None:
-        return NOT_STARTED
-    if rules:
-        return rules
-    if port_problems:
-        return "; ".join(port_problems)
-    if daemon:
-        return daemon
-    if split_brain and cfg.get("vrrp_split_brain_handover") == 1:
-        return SPLIT_BRAIN
-    return None
+from .. import ports, state
+from ..config import Config
+from .verdict import DAEMON_DOWN, NOT_STARTED, RULES_NOT_LOADED, verdict
 
 
 def unfit_reason(require_daemon: bool = False, daemon: bool | None = None) -> str | None:
@@ -73,7 +47,7 @@ def unfit_reason(require_daemon: bool = False, daemon: bool | None = None) -> st
     rules = None
     if not daemon:
         # The daemon puts back rules others remove (docs/daemon.md); without it, look.
-        from . import nftapply  # libnftables: the costliest part of this check
+        from .. import nftapply  # libnftables: the costliest part of this check
 
         if nftapply.loaded_role() is None:
             rules = RULES_NOT_LOADED

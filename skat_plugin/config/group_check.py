@@ -26,8 +26,8 @@ import ipaddress
 import sys
 from typing import Any
 
-from .config import Config
-from .errors import ConfigError, SkatError
+from ..errors import ConfigError, SkatError
+from . import Config
 
 MUST_EQUAL = (
     "vrrp_enable",
@@ -132,7 +132,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         p.error("name the fastdpi.conf of at least two appliances")
     if len(set(args.files)) != len(args.files):
         p.error("a file is named twice")
-    from . import config
+    from .. import config
 
     configs: dict[str, Config] = {}
     invalid = 0

@@ -9,7 +9,7 @@ link events, rule repairs, split brain) and writes the file, atomically, only wh
 verdict changes, saying so once in the journal. Nothing runs on a timer: keepalived used to
 start the track script every second (a Python process a second, ~7 % of a core).
 
-The verdict is health.verdict(), the one `fdpi_cli vrrp track` gives, from the daemon's own
+The verdict is verdict.verdict(), the one `fdpi_cli vrrp track` gives, from the daemon's own
 facts: the loaded configuration (state.json), the ports (sysfs, at every link event), the
 rules (the daemon keeps them; unfit only while a repair fails), and the split brain
 (vrrp_split_brain_handover=1). A split brain keeps the appliance unfit for HOLD seconds
@@ -40,10 +40,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from . import atomicfile, health, ports, report, splitbrain, state
-from .config import Config
-from .watch import Source
-from .watch.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, Inotify
+from .. import atomicfile, ports, report, state
+from ..config import Config
+from ..watch import Source
+from ..watch.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, Inotify
+from . import splitbrain, verdict
 
 NAME = "keepalived.track"
 HOLD = splitbrain.WINDOW  # s a split brain's verdict outlives its last report
@@ -102,7 +103,7 @@ class TrackFile(Source):
         # close_fds (the default): the guardian must not hold the lock's descriptor itself.
         self.guardian = subprocess.Popen(
             ["/bin/sh", "-c", _GUARDIAN, "guard", str(self.lock_path), str(self.path),
-             content(health.DAEMON_DOWN)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+             content(verdict.DAEMON_DOWN)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self.pidfd = os.pidfd_open(self.guardian.pid)
 
     def close(self) -> None:
@@ -110,7 +111,7 @@ class TrackFile(Source):
         if self.lock < 0:
             return  # never started: another daemon's file, or none
         try:
-            self._write(health.DAEMON_DOWN)
+            self._write(verdict.DAEMON_DOWN)
         except OSError:
             self.guardian = None  # let it try, once the lock is free
         if self.guardian is not None:
@@ -137,8 +138,8 @@ class TrackFile(Source):
         elif now >= self.split_until:
             self.split_until = 0.0
         problems = ports.problems(cfg.pairs) if cfg is not None else []
-        reason = health.verdict(cfg, rules, problems, None, split_brain or self.held())
-        if reason == health.SPLIT_BRAIN and not split_brain:
+        reason = verdict.verdict(cfg, rules, problems, None, split_brain or self.held())
+        if reason == verdict.SPLIT_BRAIN and not split_brain:
             reason += f" (held {HOLD:g} s after the last report)"
         if content(reason) == self.written:
             return
