@@ -23,21 +23,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import (
-    announce,
-    atomicfile,
-    control,
-    election,
-    keepalived_fifo,
-    metrics,
-    ports,
-    report,
-    role,
-    splitbrain,
-    trackfile,
-)
+from . import announce, atomicfile, control, metrics, ports, report, role
 from . import state as statefile
 from .config import Config
+from .election import fifo as keepalived_fifo
+from .election import pidfile as election
+from .election import splitbrain, trackfile
 from .errors import SkatError
 from .gateway import ra
 from .gateway import sync as tablesync
