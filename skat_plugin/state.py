@@ -13,9 +13,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .election import pidfile as election
+from .election import pidfile
+
+if TYPE_CHECKING:
+    from .config import Config
 
 DEFAULT_RUN_DIR = "/run/skat-plugin"
 
@@ -65,6 +68,18 @@ def load() -> dict[str, Any] | None:
         return None
 
 
+def config_of(st: dict[str, Any]) -> Config:
+    """The configuration the last start/reload loaded, from its snapshot in state.json."""
+    from .config import Config
+
+    return Config.from_snapshot(st["config"])
+
+
+def load_config() -> Config | None:
+    st = load()
+    return config_of(st) if st else None
+
+
 def save(state: dict[str, Any]) -> None:
     from . import atomicfile  # tempfile and shutil: not for readers such as `vrrp show`
 
@@ -90,14 +105,7 @@ def clear() -> None:
 
 def daemon_pid() -> int | None:
     """The supervising daemon's pid if it is alive (a zombie does not count)."""
-    try:
-        pid = int((run_dir() / "daemon.pid").read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-    try:
-        return pid if election.proc_identity(pid) is not None else None
-    except election.Unknown:
-        return pid  # /proc unreadable for a moment: the pid file stands
+    return pidfile.live_pid(run_dir() / "daemon.pid")
 
 
 def daemon_alive() -> bool:

@@ -154,7 +154,7 @@ def test_master_by_the_start_rule_waits_for_the_election_to_announce(lab: Lab) -
 def test_the_wait_for_an_election_is_bounded(lab: Lab) -> None:
     """keepalived broken, absent, or running since before this start (it will not repeat
     itself): after the grace period SKAT's start rule stands, loudly."""
-    from skat_plugin.daemon import ELECTION_GRACE
+    from skat_plugin.daemon.election import ELECTION_GRACE
 
     # keepalived's pid file is watched but no keepalived runs: the warning says so.
     topo, d = topo_with_daemon(lab, FAST_CONF.replace(

@@ -85,6 +85,19 @@ def test_fifo_flaps_converge_to_keepalived_last_state(lab: Lab) -> None:
     wait_for(lambda: role_of(app) == "backup", 5, 0.02, "STOP means backup")
 
 
+def test_an_event_that_changes_no_state_does_not_hide_the_last_change(lab: Lab) -> None:
+    """keepalived writes MASTER_RX_LOWER_PRI (a master heard a lower priority) after its
+    MASTER in the same batch: the MASTER still counts (the flaps of a group's test once
+    left a master's keepalived with a backup's data plane)."""
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    d.write("BACKUP")
+    wait_for(lambda: role_of(app) == "backup", 5, 0.02, "backup")
+    d.write("FAULT", "BACKUP", "MASTER", "MASTER_RX_LOWER_PRI")
+    wait_for(lambda: role_of(app) == "master", 5, 0.02, "MASTER applied")
+    assert app.show()["keepalived"]["state"] == "MASTER"
+
+
 def test_stale_notify_script_after_fifo_backup_is_ignored(lab: Lab) -> None:
     topo, d = topo_with_daemon(lab)
     app = topo.app

@@ -40,10 +40,20 @@ class Config:
         return f"Config(source={self.source!r}, values={self.values!r})"
 
     def __getitem__(self, key: str) -> Any:
-        return self.values[key]
+        if key in self.values:
+            return self.values[key]
+        value = default(key)  # a snapshot saved before the key existed
+        if value is None:
+            raise KeyError(key)
+        return value
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
+    def get(self, key: str, fallback: Any = None) -> Any:
+        """The key's value; where the configuration does not have it (a snapshot saved
+        before the key existed), its documented default, else `fallback`."""
+        if key in self.values:
+            return self.values[key]
+        value = default(key)
+        return fallback if value is None else value
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -83,6 +93,13 @@ class Config:
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> Config:
         return cls(data["source"], dict(data["values"]))
+
+
+def default(key: str) -> Any:
+    """The documented default of a key (schema.KEYS, the one home of defaults), or None."""
+    from .schema import KEYS  # only when a snapshot lacks a key: `vrrp show` seldom pays
+
+    return KEYS.get(key, {}).get("default")
 
 
 def load(path: str) -> Config:

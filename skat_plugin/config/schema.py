@@ -9,12 +9,11 @@ docs/configuration.md documents every key; keep the two in step.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
 from typing import Any
-
-import jsonschema
 
 from ..errors import ConfigError
 from . import keynames
@@ -222,7 +221,12 @@ SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {k: v["schema"] for k, v in KEYS.items()},
 }
-_VALIDATOR = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+@functools.cache
+def _validator() -> Any:
+    """Made at the first validation: readers of KEYS alone need no jsonschema."""
+    import jsonschema
+
+    return jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 
 
 def validate(conf: ConfFile) -> dict[str, Any]:
@@ -240,7 +244,7 @@ def validate(conf: ConfFile) -> dict[str, Any]:
     values = {k: _convert(spec["kind"], conf.entries[k].value)
               for k, spec in KEYS.items() if k in conf.entries}
 
-    errors = sorted(_VALIDATOR.iter_errors(values),
+    errors = sorted(_validator().iter_errors(values),
                     key=lambda e: conf.entries[e.path[0]].line if e.path else 0)
     if errors:
         err = errors[0]

@@ -60,6 +60,25 @@ def started_before(ident: tuple[int, int], when: float) -> bool:
     return any(btime + since_boot <= when + 1.0 for btime in (_BTIME, _boot_time()))
 
 
+def read_pid(path: str | Path) -> int | None:
+    """The pid a pid file names (its first word), or None: missing, empty or not a number."""
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def live_pid(path: str | Path) -> int | None:
+    """The pid a pid file names if that process is alive (a zombie does not count)."""
+    pid = read_pid(path)
+    if pid is None:
+        return None
+    try:
+        return pid if proc_identity(pid) is not None else None
+    except Unknown:
+        return pid  # /proc unreadable for a moment: the pid file stands
+
+
 class PidWatch:
     """One watched pid file. check() says "lost" once when the process seen alive dies."""
 
@@ -77,8 +96,10 @@ class PidWatch:
         """The live process the pid file names, if it can be the file's writer."""
         try:
             mtime = self.path.stat().st_mtime
-            pid = int(self.path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+        except OSError:
+            return None
+        pid = read_pid(self.path)
+        if pid is None:
             return None
         ident = proc_identity(pid)
         # Started after the file was written: a stranger that reused a stale pid.

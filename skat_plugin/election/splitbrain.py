@@ -13,8 +13,9 @@ This module is the pure logic: frames in, alarm raised or cleared out.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
+
+from ..clock import now_iso
 
 POLL = 1.0  # only without NFLOG, and only while master
 WINDOW = 3.0
@@ -54,7 +55,7 @@ class Watch:
         was = self.active
         self.active = self.last_seen is not None and now - self.last_seen < self.window
         if self.active and not was:
-            self.since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+            self.since = now_iso()
             self.frames = 0
             self.ports = set()
         if self.active:

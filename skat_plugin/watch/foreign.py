@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 from ..election.splitbrain import POLL, Change, Watch
 from . import Source
+from .netlink import HEADER, NFGEN, attr, attributes, messages, netfilter_socket
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
@@ -37,37 +37,25 @@ NFULNL_COPY_META = 1
 NFULA_IFINDEX_INDEV = 4
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK = 1, 4
-_NLMSG = struct.Struct("=IHHII")   # nlmsghdr: len, type, flags, seq, pid
-_NFGEN = struct.Struct("=BBH")     # nfgenmsg: family, version, res_id (big endian)
-_NLA = struct.Struct("=HH")        # nlattr: len, type
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    data = _NLA.pack(_NLA.size + len(payload), kind) + payload
-    return data + b"\0" * (-len(data) % 4)
 
 
 def _bind(group: int) -> socket.socket:
     """A socket on NFLOG `group`; OSError (EBUSY: taken, EPERM: not root) if it cannot be."""
-    sock = socket.socket(socket.AF_NETLINK,
-                         socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                         NETLINK_NETFILTER)
+    sock = netfilter_socket(1 << 18)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
-        sock.bind((0, 0))
-        body = (_NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(group))
-                + _attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND]))
-                + _attr(NFULA_CFG_MODE, struct.pack(">IBB", 0, NFULNL_COPY_META, 0))
-                + _attr(NFULA_CFG_QTHRESH, struct.pack(">I", 1)))  # no batching: at once
+        body = (NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(group))
+                + attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND]))
+                + attr(NFULA_CFG_MODE, struct.pack(">IBB", 0, NFULNL_COPY_META, 0))
+                + attr(NFULA_CFG_QTHRESH, struct.pack(">I", 1)))  # no batching: at once
         kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
-        sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
+        sock.send(HEADER.pack(HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
                   + body)
         sock.settimeout(1.0)
         answer = sock.recv(4096)
         sock.setblocking(False)
-        _len, kind, _flags, _seq, _pid = _NLMSG.unpack_from(answer)
+        _len, kind, _flags, _seq, _pid = HEADER.unpack_from(answer)
         if kind == NLMSG_ERROR:
-            code = -struct.unpack_from("=i", answer, _NLMSG.size)[0]
+            code = -struct.unpack_from("=i", answer, HEADER.size)[0]
             if code:
                 raise OSError(code, f"NFLOG group {group}: {errno.errorcode.get(code, code)}")
     except BaseException:
@@ -79,26 +67,18 @@ def _bind(group: int) -> socket.socket:
 def _in_ports(data: bytes) -> tuple[int, set[str]]:
     """(how many frames, the names of the ports they came in on) in a batch of messages."""
     frames, ports = 0, set()
-    offset = 0
-    while offset + _NLMSG.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
-        if length < _NLMSG.size:
-            break
-        if kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-            frames += 1
-            at, end = offset + _NLMSG.size + _NFGEN.size, offset + length
-            while at + _NLA.size <= end:
-                size, attr = _NLA.unpack_from(data, at)
-                if size < _NLA.size:
-                    break
-                if attr & 0x7FFF == NFULA_IFINDEX_INDEV and size >= _NLA.size + 4:
-                    index = struct.unpack_from(">I", data, at + _NLA.size)[0]
-                    try:
-                        ports.add(socket.if_indextoname(index))
-                    except OSError:
-                        ports.add(f"ifindex {index}")
-                at += (size + 3) & ~3
-        offset += (length + 3) & ~3
+    for kind, offset, length in messages(data):
+        if kind != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
+            continue
+        frames += 1
+        start = offset + HEADER.size + NFGEN.size
+        for attr_kind, at, size in attributes(data, start, min(offset + length, len(data))):
+            if attr_kind == NFULA_IFINDEX_INDEV and size >= 4:
+                index = struct.unpack_from(">I", data, at)[0]
+                try:
+                    ports.add(socket.if_indextoname(index))
+                except OSError:
+                    ports.add(f"ifindex {index}")
     return frames, ports
 
 

@@ -12,13 +12,11 @@ plain: membership and a 16-byte header are all it needs.
 
 from __future__ import annotations
 
-import socket
-import struct
 from collections.abc import Callable
 
 from . import Source
+from .netlink import messages, netfilter_socket
 
-NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 NFNLGRP_NFTABLES = 7
@@ -26,7 +24,6 @@ NFNL_SUBSYS_NFTABLES = 10
 # nf_tables message types that change no rule: set elements (the learned subscribers, the
 # sync's writes) and the generation marker that ends every batch.
 _QUIET = {12, 13, 14, 15}  # NEWSETELEM, GETSETELEM, DELSETELEM, NEWGEN
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 DEBOUNCE = 0.005
 
 
@@ -38,11 +35,7 @@ class RulesetWatch(Source):
         self.debounce = debounce
         self.due: float | None = None
         self.events = 0  # rule-set changes seen (any writer)
-        self.sock = socket.socket(socket.AF_NETLINK,
-                                  socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                                  NETLINK_NETFILTER)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.bind((0, 0))
+        self.sock = netfilter_socket(1 << 20)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
 
     def fds(self) -> list[int]:
@@ -66,15 +59,8 @@ class RulesetWatch(Source):
 
     @staticmethod
     def _changes_rules(data: bytes) -> bool:
-        offset = 0
-        while offset + _HEADER.size <= len(data):
-            length, kind, _flags, _seq, _pid = _HEADER.unpack_from(data, offset)
-            if kind >> 8 == NFNL_SUBSYS_NFTABLES and kind & 0xFF not in _QUIET:
-                return True
-            if length < _HEADER.size:
-                break
-            offset += (length + 3) & ~3
-        return False
+        return any(kind >> 8 == NFNL_SUBSYS_NFTABLES and kind & 0xFF not in _QUIET
+                   for kind, _offset, _length in messages(data))
 
     def next_due(self) -> float | None:
         return self.due

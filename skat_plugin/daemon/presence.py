@@ -1,0 +1,82 @@
+"""The gateway's presence on the wire while master: GARP and unsolicited NA (announce.py),
+Router Advertisements and answers to Router Solicitations (gateway/ra.py). Nothing while
+backup, nor while a start-rule master awaits the election.
+
+Priority 50: after the orders of the turn, so a role just left is never announced. The
+context re-reads state.json before any timer of the turn (the loop's before-timers hook).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .. import announce
+from ..gateway import ra
+from ..render import MASTER
+from ..watch import Source
+from .context import View
+from .handler import Handler
+
+
+class PresenceHandler(Handler):
+    priority = 50
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.sender = announce.Sender(int(ctx.configured("vrrp_socket_mark")))
+        self.announcer = announce.Announcer(self.sender)
+        self.rounds = _Rounds(self.announcer)
+        self.advertiser = ra.RouterAdvertiser(self.sender)
+
+    def sources(self) -> Iterable[Source]:
+        return (self.rounds, self.advertiser)
+
+    def on_state(self, new: View, old: View) -> None:
+        cfg = new.cfg
+        if cfg is not None and int(cfg.get("vrrp_socket_mark")) != self.sender.mark:
+            self.sender.set_mark(int(cfg.get("vrrp_socket_mark")))  # a reload changed it
+        if new.role != MASTER or new.awaiting or cfg is None:
+            self.announcer.stop()
+            self.advertiser.stop()
+            return
+        if not self.announcer.active or (old.cfg is not None and old.cfg.values != cfg.values):
+            now = time.monotonic()
+            self.announcer.start(announce.Plan.from_config(cfg), now)
+            self.advertiser.stop()  # the takeover RA, then the responder and schedule
+            self.advertiser.start(cfg, now)
+
+    def on_fact(self, name: str, value: Any, now: float) -> None:
+        if name == "split_brain" and value is False:
+            self.ctx.refresh()  # never announce a role another process just left
+            if self.ctx.role == MASTER and self.ctx.cfg is not None:
+                self.announcer.start(announce.Plan.from_config(self.ctx.cfg), now)
+
+    def status(self) -> dict[str, Any]:
+        return {"announcement_rounds": self.announcer.rounds,
+                "burst_rounds": self.announcer.burst_rounds,
+                "router_advertisements": self.advertiser.counters()}
+
+    def close(self) -> None:
+        self.advertiser.stop()
+        self.sender.close()
+
+
+class _Rounds(Source):
+    """The announcer's rounds as a deadline of the loop (it has no descriptor)."""
+
+    def __init__(self, announcer: announce.Announcer) -> None:
+        self.announcer = announcer
+
+    def fds(self) -> list[int]:
+        return []
+
+    def handle(self, fd: int, now: float) -> None:
+        return None
+
+    def next_due(self) -> float | None:
+        return self.announcer.next_due()
+
+    def run(self, now: float) -> None:
+        self.announcer.run(now)

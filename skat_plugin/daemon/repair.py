@@ -1,0 +1,82 @@
+"""Rules others remove come back: nftables' own events say when the rule set changed
+(watch/ruleset.py); the handler compares the plugin's tables with what the last change
+loaded and loads them again, reporting it. A writer that keeps undoing the repair (more
+than REPAIR_BURST within REPAIR_WINDOW seconds) is backed off from, doubling up to
+REPAIR_BACKOFF_MAX. A repair that fails is the fact "rules" (the track file's verdict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .. import report, role
+from ..errors import SkatError
+from ..watch import Source
+from ..watch.ruleset import RulesetWatch
+from .handler import Handler
+
+REPAIR_BURST = 3
+REPAIR_WINDOW = 10.0
+REPAIR_BACKOFF_MAX = 60.0
+
+
+class RepairHandler(Handler):
+    priority = 30
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.watch = RulesetWatch(self.check)
+        self.expected: tuple[Any, str] | None = None  # (state signature, rules fingerprint)
+        self.recent: list[float] = []  # monotonic times of recent repairs
+        self.total = 0
+        self.backoff = 0.0
+        self.not_before = 0.0
+
+    def start(self, now: float) -> None:
+        self.check(now)  # flushed while this daemon was down
+
+    def sources(self) -> Iterable[Source]:
+        return (self.watch,)
+
+    def status(self) -> dict[str, Any]:
+        return {"rule_repairs": self.total}
+
+    def close(self) -> None:
+        self.watch.close()
+
+    def check(self, now: float) -> None:
+        """The rule set changed (any writer): are the plugin's tables still what its last
+        change loaded? If not, load them again, report it, and back off from a writer that
+        keeps undoing the repair."""
+        if now < self.not_before:
+            self.watch.check_at(self.not_before)
+            return
+        ctx = self.ctx
+        try:
+            self.expected, what = role.keep(self.expected)
+        except SkatError as e:
+            report.error(f"rules could not be repaired: {e}", role=ctx.role,
+                         cause="rules-repair-failed")
+            ctx.report_fact("rules", f"the plugin's rules could not be repaired: {e}", now)
+            return
+        except Exception as e:  # a bug must not take the supervisor down
+            report.error(f"rules check: internal error: {e!r}")
+            return
+        ctx.report_fact("rules", None, now)
+        if what is None:
+            return
+        self.total += 1
+        ctx.dirty = True
+        self.recent = [t for t in self.recent if now - t < REPAIR_WINDOW] + [now]
+        report.warning(f"rules repaired: {what}; the {ctx.role} rule set is loaded again",
+                       role=ctx.role, cause="rules-repaired")
+        if len(self.recent) > REPAIR_BURST:
+            self.backoff = min(REPAIR_BACKOFF_MAX, max(1.0, 2 * self.backoff))
+            self.not_before = now + self.backoff
+            report.error(f"another writer keeps changing the plugin's rules "
+                         f"({len(self.recent)} repairs within {REPAIR_WINDOW:g} s): the next "
+                         f"repair waits {self.backoff:g} s", role=ctx.role,
+                         cause="rules-flapping")
+        elif len(self.recent) == 1:
+            self.backoff = 0.0
