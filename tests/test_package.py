@@ -641,6 +641,49 @@ def test_10e_the_unit_can_tell_a_boot_from_a_restart(system) -> None:
     assert res.stdout.strip() in ("running", "degraded"), res.stdout + res.stderr
 
 
+def test_10f_a_restart_of_the_daemon_hands_nothing_over(system) -> None:
+    """Issue 16: a restart of the daemon (by hand, by an upgrade's postinst, by systemd after
+    kill -9) leaves the data plane in the kernel, so keepalived must not hear "unfit" and
+    hand the gateway over twice. A daemon stopped for good still hands over at once."""
+    from skat_plugin.election import restart
+
+    booted, _, ctx = system
+    booted.run("systemctl", "reset-failed", "keepalived.service", check=False)
+    booted.run("systemctl", "start", "keepalived.service", timeout=60)
+    wait_for(lambda: _elected(booted), timeout=15, interval=0.2, what="keepalived MASTER")
+
+    def faults() -> int:
+        return sum("Entering FAULT STATE" in str(e.get("MESSAGE", ""))
+                   for e in booted.journal("-u", "keepalived.service"))
+
+    def daemon_back(old: str) -> bool:
+        return booted.prop("skat-plugin-daemon.service", "MainPID") not in ("0", old) and \
+            booted.prop("skat-plugin-daemon.service", "ActiveState") == "active"
+
+    before = faults()
+    pid = booted.prop("skat-plugin-daemon.service", "MainPID")
+    booted.run("systemctl", "restart", "skat-plugin-daemon.service", timeout=60)
+    wait_for(lambda: daemon_back(pid), timeout=20, interval=0.1, what="daemon restarted")
+    pid = booted.prop("skat-plugin-daemon.service", "MainPID")
+    booted.run("dpkg", "-i", f"/mnt/pkg/{ctx['deb'].name}", timeout=120)  # restarts it
+    wait_for(lambda: daemon_back(pid), timeout=20, interval=0.1, what="daemon upgraded")
+    pid = booted.prop("skat-plugin-daemon.service", "MainPID")
+    booted.run("systemctl", "kill", "-s", "SIGKILL", "skat-plugin-daemon.service")
+    wait_for(lambda: daemon_back(pid), timeout=20, interval=0.1, what="systemd restarting it")
+    time.sleep(restart.GRACE + 1)  # every grace timer fired, and found a daemon
+    assert faults() == before, "keepalived went to FAULT during a restart of the daemon"
+    assert booted.sh("cat /run/skat-plugin/keepalived.track").stdout.startswith("0")
+    assert _elected(booted)
+    assert booted.journal("SKAT_CAUSE=daemon-restart"), "the restart is said in the journal"
+
+    # Stopped for good: nobody supervises the master; keepalived hears it at once.
+    booted.run("systemctl", "stop", "skat-plugin-daemon.service", timeout=60)
+    wait_for(lambda: faults() > before, timeout=3, interval=0.1,
+             what="keepalived in FAULT once the daemon is stopped")
+    booted.run("systemctl", "start", "skat-plugin-daemon.service", timeout=60)
+    wait_for(lambda: _elected(booted), timeout=15, interval=0.2, what="elected again")
+
+
 def test_11_stop_removes_the_rules(system) -> None:
     booted, _, _ = system
     booted.run("systemctl", "stop", "skat-plugin.service", timeout=90)

@@ -97,21 +97,32 @@ def test_removed_or_altered_rules_come_back_and_the_operators_tables_stay(
 
 
 def test_a_writer_that_keeps_deleting_is_reported_and_backed_off(lab: Lab) -> None:
+    """A flush storm: the daemon backs off from the writer, and meanwhile the appliance is
+    unfit (keepalived hands over) instead of a master sitting without its rules."""
+    from skat_plugin.daemon import repair
+
     topo = build_topo(lab, FAST_CONF)
     app, ns = topo.app, topo.app.ns
+    track = app.run_dir / "keepalived.track"
     d = start_daemon(app)
     try:
+        wait_for(lambda: track.read_text().startswith("0"), 3, what="fit at first")
         expected = plugin_tables(lab, ns)
         for _ in range(12):
             lab.run(ns, "nft", "delete", "table", "netdev", "skat_plugin_master",
                     check=False)
             time.sleep(0.05)
-        wait_for(lambda: "keeps changing the plugin's rules" in d.output(), 3,
+        wait_for(lambda: "keeps removing the plugin's rules" in d.output(), 3,
                  what="the flapping writer reported")
+        wait_for(lambda: "keeps removing the plugin's rules" in track.read_text(), 2, 0.01,
+                 what="unfit while backing off")
         repairs = d.status["rule_repairs"]
         assert 3 <= repairs < 12, repairs
-        # The back-off ends: the rules come back once the writer stops.
+        # The back-off ends: the rules come back once the writer stops, and the appliance
+        # is fit again once a repair window passed without a repair.
         wait_repaired(lab, ns, expected, timeout=5)
+        wait_for(lambda: track.read_text().startswith("0"), repair.REPAIR_WINDOW + 5, 0.1,
+                 what="fit again after a quiet repair window")
     finally:
         d.stop()
 

@@ -18,7 +18,7 @@ from typing import Any
 from .. import atomicfile, report, role
 from ..election.pidfile import PidWatch
 from ..render import BACKUP, MASTER
-from ..watch import Source
+from ..watch import Deadline, Source
 from ..watch.election import ElectionWatch
 from .context import View
 from .handler import Handler
@@ -121,7 +121,7 @@ class ElectionHandler(Handler):
                        cause="election-unwatched")
 
 
-class _Wait(Source):
+class _Wait(Deadline):
     """A master by SKAT's start rule alone, with VRRP on, answers but does not announce
     until keepalived speaks (a booting backup's GARPs would pull the switches away from the
     real master). The wait is bounded: keepalived may be broken, absent, or was running
@@ -136,12 +136,6 @@ class _Wait(Source):
             self.since = None
         elif self.since is None:
             self.since = time.monotonic()
-
-    def fds(self) -> list[int]:
-        return []
-
-    def handle(self, fd: int, now: float) -> None:
-        return None
 
     def next_due(self) -> float | None:
         cfg = self.owner.ctx.cfg

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import control, report, role
 from ..election import fifo as keepalived_fifo
-from ..watch import Source
+from ..watch import Deadline, Source
 from .handler import Handler
 
 CONTROL_PER_TURN = 16
@@ -130,7 +130,7 @@ class _Fifo(Source):
         return list(latest.values())
 
 
-class _Flag(Source):
+class _Flag(Deadline):
     """A signal's order: set in the turn the signal woke, run at the owner's priority."""
 
     def __init__(self, action: Any) -> None:
@@ -139,12 +139,6 @@ class _Flag(Source):
 
     def set(self) -> None:
         self.raised = True
-
-    def fds(self) -> list[int]:
-        return []
-
-    def handle(self, fd: int, now: float) -> None:
-        return None
 
     def next_due(self) -> float | None:
         return 0.0 if self.raised else None

@@ -15,7 +15,7 @@ from typing import Any
 from .. import announce
 from ..gateway import ra
 from ..render import MASTER
-from ..watch import Source
+from ..watch import Deadline, Source
 from .context import View
 from .handler import Handler
 
@@ -29,6 +29,7 @@ class PresenceHandler(Handler):
         self.announcer = announce.Announcer(self.sender)
         self.rounds = _Rounds(self.announcer)
         self.advertiser = ra.RouterAdvertiser(self.sender)
+        self.split_brain = False  # the last word of the split-brain handler
 
     def sources(self) -> Iterable[Source]:
         return (self.rounds, self.advertiser)
@@ -48,10 +49,15 @@ class PresenceHandler(Handler):
             self.advertiser.start(cfg, now)
 
     def on_fact(self, name: str, value: Any, now: float) -> None:
-        if name == "split_brain" and value is False:
+        """A split brain cleared: announce again, so the switches learn the one master."""
+        if name != "split_brain":
+            return
+        cleared, self.split_brain = self.split_brain and not value, bool(value)
+        if cleared:
             self.ctx.refresh()  # never announce a role another process just left
-            if self.ctx.role == MASTER and self.ctx.cfg is not None:
-                self.announcer.start(announce.Plan.from_config(self.ctx.cfg), now)
+            view = self.ctx.view
+            if view.role == MASTER and not view.awaiting and view.cfg is not None:
+                self.announcer.start(announce.Plan.from_config(view.cfg), now)
 
     def status(self) -> dict[str, Any]:
         return {"announcement_rounds": self.announcer.rounds,
@@ -63,17 +69,11 @@ class PresenceHandler(Handler):
         self.sender.close()
 
 
-class _Rounds(Source):
+class _Rounds(Deadline):
     """The announcer's rounds as a deadline of the loop (it has no descriptor)."""
 
     def __init__(self, announcer: announce.Announcer) -> None:
         self.announcer = announcer
-
-    def fds(self) -> list[int]:
-        return []
-
-    def handle(self, fd: int, now: float) -> None:
-        return None
 
     def next_due(self) -> float | None:
         return self.announcer.next_due()

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import atomicfile, metrics, report, role
 from ..clock import now_iso
-from ..watch import Source
+from ..watch import Deadline, Source
 from .handler import Handler
 
 COUNT_EVERY = 30.0  # s between counts of the gateway's table for the metrics (a full list)
@@ -120,7 +120,7 @@ class PublishHandler(Handler):
         return self.counts[1]
 
 
-class _Clock(Source):
+class _Clock(Deadline):
     """A deadline the end-of-turn work looks at: its passing only wakes the loop."""
 
     def __init__(self, at: float | None) -> None:
@@ -129,18 +129,9 @@ class _Clock(Source):
     def passed(self, now: float) -> bool:
         return self.at is not None and now >= self.at
 
-    def fds(self) -> list[int]:
-        return []
-
-    def handle(self, fd: int, now: float) -> None:
-        return None
-
     def next_due(self) -> float | None:
         return self.at
 
     def run(self, now: float) -> None:
         return None  # end_of_turn does the work and moves `at`
-
-    def close(self) -> None:
-        return None
 

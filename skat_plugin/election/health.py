@@ -71,7 +71,13 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     args = p.parse_args(argv)
     kept = True
     if args.write:
-        from . import trackfile
+        from . import restart, trackfile
+
+        if restart.expected() and restart.write_later():
+            print(f"fdpi_cli vrrp track: a restart of the daemon is under way: the verdict "
+                  f"is written in {restart.GRACE:g} s unless a daemon keeps "
+                  f"{trackfile.path()} by then", file=sys.stderr)
+            return 0
 
         # Judged under the daemon's lock: none runs, and none starts before this is written.
         kept, reason = trackfile.write_unless_kept(

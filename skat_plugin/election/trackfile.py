@@ -44,7 +44,7 @@ from .. import atomicfile, ports, report, state
 from ..config import Config
 from ..watch import Source
 from ..watch.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, Inotify
-from . import splitbrain, verdict
+from . import restart, splitbrain, verdict
 
 NAME = "keepalived.track"
 HOLD = splitbrain.WINDOW  # s a split brain's verdict outlives its last report
@@ -95,7 +95,8 @@ class TrackFile(Source):
         self.lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         # Blocking: a guardian of an earlier daemon may be writing its verdict (milliseconds).
         fcntl.flock(self.lock, fcntl.LOCK_EX)
-        self._spawn_guardian()
+        if not restart.under_systemd():  # systemd's ExecStopPost is the guardian there
+            self._spawn_guardian()
         self.inotify = Inotify()
         self.inotify.watch(self.path.parent, _CHANGED)
 
@@ -111,7 +112,12 @@ class TrackFile(Source):
         if self.lock < 0:
             return  # never started: another daemon's file, or none
         try:
-            self._write(verdict.DAEMON_DOWN)
+            if restart.expected():
+                report.event(f"a restart of the daemon is under way: keepalived keeps the "
+                             f"verdict, unless no daemon runs {restart.GRACE:g} s from now",
+                             cause="daemon-restart")
+            else:
+                self._write(verdict.DAEMON_DOWN)
         except OSError:
             self.guardian = None  # let it try, once the lock is free
         if self.guardian is not None:

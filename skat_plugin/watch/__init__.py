@@ -23,3 +23,14 @@ class Source:
 
     def close(self) -> None:
         return None
+
+
+class Deadline(Source):
+    """A source with a deadline and no descriptor (a burst's next round, the end of a wait,
+    a signal's order to run in the turn it woke)."""
+
+    def fds(self) -> list[int]:
+        return []
+
+    def handle(self, fd: int, now: float) -> None:
+        return None

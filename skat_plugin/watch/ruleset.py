@@ -54,8 +54,7 @@ class RulesetWatch(Source):
             changed |= self._changes_rules(data)
         if changed:
             self.events += 1
-            if self.due is None:
-                self.due = now + self.debounce
+            self.check_at(now + self.debounce)  # once a burst; before a later look
 
     @staticmethod
     def _changes_rules(data: bytes) -> bool:
