@@ -660,20 +660,27 @@ def test_10f_a_restart_of_the_daemon_hands_nothing_over(system) -> None:
         return booted.prop("skat-plugin-daemon.service", "MainPID") not in ("0", old) and \
             booted.prop("skat-plugin-daemon.service", "ActiveState") == "active"
 
+    def settled(what: str) -> None:
+        time.sleep(restart.GRACE + 1)  # every grace timer fired, and found a daemon
+        journal = booted.run("journalctl", "--no-pager", "-n", "60", "-o", "cat",
+                             check=False).stdout
+        assert faults() == before, f"keepalived went to FAULT: {what}\n{journal}"
+        assert booted.sh("cat /run/skat-plugin/keepalived.track").stdout.startswith("0")
+        assert _elected(booted), what
+
     before = faults()
     pid = booted.prop("skat-plugin-daemon.service", "MainPID")
     booted.run("systemctl", "restart", "skat-plugin-daemon.service", timeout=60)
     wait_for(lambda: daemon_back(pid), timeout=20, interval=0.1, what="daemon restarted")
+    settled("systemctl restart")
     pid = booted.prop("skat-plugin-daemon.service", "MainPID")
     booted.run("dpkg", "-i", f"/mnt/pkg/{ctx['deb'].name}", timeout=120)  # restarts it
     wait_for(lambda: daemon_back(pid), timeout=20, interval=0.1, what="daemon upgraded")
+    settled("dpkg -i")
     pid = booted.prop("skat-plugin-daemon.service", "MainPID")
     booted.run("systemctl", "kill", "-s", "SIGKILL", "skat-plugin-daemon.service")
     wait_for(lambda: daemon_back(pid), timeout=20, interval=0.1, what="systemd restarting it")
-    time.sleep(restart.GRACE + 1)  # every grace timer fired, and found a daemon
-    assert faults() == before, "keepalived went to FAULT during a restart of the daemon"
-    assert booted.sh("cat /run/skat-plugin/keepalived.track").stdout.startswith("0")
-    assert _elected(booted)
+    settled("kill -9")
     assert booted.journal("SKAT_CAUSE=daemon-restart"), "the restart is said in the journal"
 
     # Stopped for good: nobody supervises the master; keepalived hears it at once.

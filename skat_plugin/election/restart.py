@@ -20,7 +20,7 @@ import os
 import subprocess
 
 UNIT = "skat-plugin-daemon.service"
-GRACE = 5.0  # s a restart may take before keepalived hears that no daemon supervises
+GRACE = 10.0  # s a restart may take (RestartSec=2s, then Python starting on a busy box)
 STARTS = {"start", "restart", "try-restart", "reload-or-start", "verify-active"}
 
 
