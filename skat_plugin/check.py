@@ -15,51 +15,11 @@ restart` with a wrong port fails at once.
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from . import ports, report
+from . import ports
 from .config import Config
-
-PORT_REPORT_EVERY = 5.0  # s: a boot that stalls on a port says so this often
-
-
-def system_state() -> str | None:
-    """systemd's word for the system: "starting" while it boots, then "running", ...;
-    None without systemd (a test in a network namespace)."""
-    try:
-        res = subprocess.run(["systemctl", "is-system-running"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout.strip() or None
-
-
-def system_booting() -> bool:
-    """systemd is still running the boot transaction ("initializing" or "starting")."""
-    return system_state() in ("initializing", "starting")
-
-
-def wait_for_ports(cfg: Config, seconds: float, only_at_boot: bool = False) -> None:
-    """Wait up to `seconds` for ports that do not exist yet; the caller then checks them."""
-    start = told = time.monotonic()
-    if only_at_boot and seconds > 0 and _missing(cfg) and not system_booting():
-        return  # not a boot: nothing is coming, fail at once
-    while time.monotonic() - start < seconds:
-        missing = _missing(cfg)
-        if not missing:
-            return
-        if time.monotonic() - told >= PORT_REPORT_EVERY:
-            told = time.monotonic()
-            report.warning(f"waiting for port(s) {', '.join(missing)} "
-                           f"({told - start:.0f} of {seconds:g} s)", cause="start")
-        time.sleep(0.1)
-
-
-def _missing(cfg: Config) -> list[str]:
-    return [p for p in cfg.ports if ports.link_up(p) is None]
 
 
 def _port_macs(cfg: Config) -> list[str]:
@@ -81,7 +41,7 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
     from . import config, nftapply, render, role, state
 
     cfg = config.load(path)
-    wait_for_ports(cfg, wait_at_boot, only_at_boot=True)
+    ports.wait_for_ports(cfg, wait_at_boot, only_at_boot=True)
     ports.check(cfg.pairs, cfg.source)
     macs = _port_macs(cfg)
     for name in render.ROLES:  # `vrrp set` may load either one

@@ -85,10 +85,10 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
     that already runs, the current role stays. wait_ports: seconds to wait for ports that
     do not exist yet (at boot, NIC drivers and renaming may finish after udev's trigger).
     """
-    from . import bridges, check, config  # pyroute2 and jsonschema: only start/reload
+    from . import bridges, config  # pyroute2 and jsonschema: only start/reload
 
     cfg = config.load(path)
-    check.wait_for_ports(cfg, wait_ports)
+    ports.wait_for_ports(cfg, wait_ports)
     with state.locked():
         bridges.ensure(cfg)
         old = state.load()

@@ -637,7 +637,7 @@ def test_10e_the_unit_can_tell_a_boot_from_a_restart(system) -> None:
     props = [f"--property={line}" for line in sandbox.splitlines()
              if "=" in line and not line.startswith("#")]
     res = booted.run("systemd-run", "--wait", "--pipe", "--quiet", *props, "/usr/bin/python3",
-                     "-c", "from skat_plugin import check; print(check.system_state())")
+                     "-c", "from skat_plugin import ports; print(ports.system_state())")
     assert res.stdout.strip() in ("running", "degraded"), res.stdout + res.stderr
 
 
