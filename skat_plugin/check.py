@@ -15,6 +15,7 @@ restart` with a wrong port fails at once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
     for name in render.ROLES:  # `vrrp set` may load either one
         nftapply.dry_run(render.render(cfg, name, macs))
     notes = []
+    warnings = election_warnings(cfg)
     st = state.load()
     if st is not None:
         running = Config.from_snapshot(st["config"])
@@ -54,6 +56,45 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
             notes.append("in_dev/out_dev differ from the running bridges: 'fdpi_cli reload' "
                          "refuses that; 'systemctl restart skat-plugin' applies it (and "
                          "restarts keepalived: a failover on a running group)")
+        if st["role"] == render.BACKUP and not cfg.vrrp_enabled:
+            warnings.append("vrrp_enable=0 makes this running backup a master at the next "
+                            "reload: two gateways in the group (every ARP request answered "
+                            "twice) until the other appliance steps down; hand the gateway "
+                            "over first or keep vrrp_enable=1")
     return {"config": str(Path(cfg.source)), "ports": cfg.ports, "pairs": len(cfg.pairs),
             "vrrp_enable": cfg["vrrp_enable"], "start_role": role.start_role(cfg),
-            "running_role": st["role"] if st else None, "notes": notes}
+            "running_role": st["role"] if st else None, "notes": notes,
+            "warnings": warnings}
+
+
+def election_warnings(cfg: Config) -> list[str]:
+    """VRRP on and no election configured or running: SKAT's start rule makes this appliance
+    a master, and beside a running master a second one (issue 16). The fix, in one line."""
+    from . import election
+
+    pidfiles = cfg.get("vrrp_election_pidfile") or []
+    if not cfg.vrrp_enabled or not pidfiles:
+        return []  # VRRP off, or the operator runs the election without watching it
+    for path in pidfiles:
+        try:
+            if election.proc_identity(int(Path(path).read_text().split()[0])) is not None:
+                return []  # keepalived (or ucarp) runs
+        except (OSError, ValueError, IndexError, election.Unknown):
+            continue
+    conf = Path(keepalived_conf_path())
+    if conf.is_file() and conf.stat().st_size > 0:
+        return [f"vrrp_enable=1 but keepalived is not running (no live process in "
+                f"{', '.join(pidfiles)}): this appliance is master by SKAT's start rule, a "
+                f"second gateway if another appliance is; start it: 'systemctl start "
+                f"keepalived'"]
+    return [f"vrrp_enable=1 but no election is configured ({conf} is missing and no "
+            f"keepalived runs): this appliance is master by SKAT's start rule, a second "
+            f"gateway beside a running master; write it with 'fdpi_cli vrrp "
+            f"keepalived-config --output {conf}' (needs vrrp_interface and vrrp_mgmt_vip), "
+            f"then 'systemctl restart keepalived'"]
+
+
+def keepalived_conf_path() -> str:
+    """Where Debian's keepalived.service reads its configuration ($SKAT_KEEPALIVED_CONF
+    for tests)."""
+    return os.environ.get("SKAT_KEEPALIVED_CONF") or "/etc/keepalived/keepalived.conf"

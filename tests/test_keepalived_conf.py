@@ -241,6 +241,32 @@ def test_cli_writes_the_file_only_when_valid(tmp_path: Path,
     assert out.read_text() == before, "a failed run must leave the old file alone"
 
 
+@pytest.mark.parametrize("password", list("$;&*()<|\\?~^") + ["a$b", "x;y", "p~q"])
+def test_every_password_the_schema_accepts_is_written_or_refused_clearly(
+        tmp_path: Path, password: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17.7: the schema takes any printable character; keepalived-config refuses the
+    ones keepalived.conf gives a meaning, naming file, line and key (no traceback)."""
+    path = tmp_path / "fastdpi.conf"
+    path.write_text(BASE + f"vrrp_version=2\nvrrp_auth_pass={password}\n")
+    assert keepalived_conf.main(["--scripts-dir", SCRIPTS], str(path)) == 6
+    err = capsys.readouterr().err
+    assert err.startswith(f"fdpi_cli: {path}:12: vrrp_auth_pass: may hold only letters"), err
+    assert "Traceback" not in err
+
+
+def test_the_written_file_is_root_only(tmp_path: Path) -> None:
+    """keepalived.conf holds vrrp_auth_pass: 0600, whatever the umask."""
+    path = tmp_path / "fastdpi.conf"
+    path.write_text(BASE + "vrrp_version=2\nvrrp_auth_pass=pa55\n")
+    out = tmp_path / "keepalived.conf"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    assert keepalived_conf.main(["--output", str(out), "--scripts-dir", SCRIPTS],
+                                str(path)) == 0
+    assert "auth_pass pa55" in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
 def test_committed_example_is_what_the_generator_writes(lab: Lab) -> None:
     """keepalived/keepalived.conf.example = comments + the generator's output for A, and
     keepalived accepts both appliances' files."""
