@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import BASE_CONF, Topo, build_topo
 from daemonlab import topo_with_daemon
 from netlab import PYTHON, REPO, Appliance, Lab, wait_for
@@ -37,11 +38,60 @@ def _check(topo: Topo, conf: str, *extra: str) -> subprocess.CompletedProcess[st
 def test_check_accepts_a_good_file_and_changes_nothing(lab: Lab) -> None:
     topo = build_topo(lab, start=False)
     before = _state(topo)
-    res = _check(topo, BASE_CONF)
+    res = _check(topo, BASE_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok: ") and "start role master" in res.stdout
     assert res.stderr == ""
     assert _state(topo) == before and "skat_plugin" not in before[0]
+
+
+def test_check_says_at_err_when_vrrp_is_on_and_no_election_runs(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16 item 4: VRRP on, no keepalived.conf, no keepalived: this appliance would be
+    a second master beside a running one. check says so, with the one command that fixes
+    it; with keepalived.conf written it says to start keepalived."""
+    topo = build_topo(lab, start=False)
+    conf = lab.path("keepalived.conf")
+    monkeypatch.setenv("SKAT_KEEPALIVED_CONF", str(conf))
+    res = _check(topo, BASE_CONF)
+    assert res.returncode == 0 and res.stdout.startswith("ok: "), res
+    assert res.stderr.startswith("fdpi_cli: warning: vrrp_enable=1 but no election is "
+                                 "configured"), res.stderr
+    assert f"fdpi_cli vrrp keepalived-config --output {conf}" in res.stderr
+    conf.write_text("vrrp_instance x {\n}\n")
+    res = _check(topo, BASE_CONF)
+    assert "keepalived is not running" in res.stderr and "systemctl start keepalived" \
+        in res.stderr, res.stderr
+    assert _check(topo, BASE_CONF + "vrrp_election_pidfile=\n").stderr == ""
+
+
+def test_check_warns_before_a_running_backup_would_become_master(topo: Topo) -> None:
+    """Issue 16 item 3: vrrp_enable=0 on a backup makes it master at the reload."""
+    topo.app.cli("vrrp", "set", "backup")
+    res = _check(topo, BASE_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
+    assert res.returncode == 0, res
+    assert "vrrp_enable=0 makes this running backup a master" in res.stderr, res.stderr
+    assert topo.app.show()["role"] == "backup"
+
+
+def test_reload_follows_keepalived_when_vrrp_is_switched_off_and_on(lab: Lab) -> None:
+    """Issue 16 item 3: a backup with vrrp_enable 1 -> 0 -> 1 ends as backup (keepalived's
+    last word, recorded while VRRP was off too), never a permanent second master."""
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    d.write("BACKUP")
+    wait_for(lambda: app.show()["role"] == "backup", 5, 0.02, "FIFO BACKUP applied")
+    conf = app.conf_path.read_text()
+    app.write_conf(conf.replace("vrrp_enable=1", "vrrp_enable=0"))
+    assert app.cli("reload").stdout.startswith("reloaded: master")
+    d.write("BACKUP")  # keepalived carries on: recorded, the appliance stays master
+    wait_for(lambda: (app.show()["keepalived"] or {}).get("at") != "", 5, 0.02)
+    app.write_conf(conf)
+    assert app.cli("reload").stdout.startswith("reloaded: backup")
+    info = app.show()
+    assert (info["role"], info["kernel_role"], info["awaiting_election"]) == \
+        ("backup", "backup", False), info
+    d.stop()
 
 
 def test_check_refuses_what_start_refuses_each_with_its_own_status(lab: Lab) -> None:
@@ -274,7 +324,7 @@ def test_vrrp_set_reports_the_daemons_refusal_and_ignored_orders_once(lab: Lab) 
     wait_for(lambda: (app.show().get("keepalived") or {}).get("state") == "MASTER", 5)
     served = _served(app)
     res, mods = _set(app, script, "backup", "--cause", "keepalived-notify")
-    assert res.returncode == 0 and res.stdout.startswith("ignored: keepalived's latest state "
+    assert res.returncode == 10 and res.stdout.startswith("ignored: keepalived's latest state "
                                                           "is MASTER"), res
     assert "argparse" in mods and _served(app) == served + 2  # read by the CLI, not re-sent
     assert app.show()["role"] == "master"
