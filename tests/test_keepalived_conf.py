@@ -109,6 +109,10 @@ def test_golden_unicast_v2(tmp_path: Path) -> None:
         "weight 0",
         "init_file 1",
         "}",
+        "track_file skat_handover {",
+        'file "/run/x/handover.track"',
+        "weight 1",
+        "}",
         "vrrp_instance skat_plugin {",
         "state BACKUP",
         "interface v0",
@@ -122,7 +126,7 @@ def test_golden_unicast_v2(tmp_path: Path) -> None:
         "authentication {", "auth_type PASS", "auth_pass pa55", "}",
         "virtual_ipaddress {", "192.0.2.10/24 dev v0", "}",
         "track_interface {", "i0", "o0", "}",
-        "track_file {", "skat_fitness", "}",
+        "track_file {", "skat_fitness", "skat_handover", "}",
         'notify_master "/opt/k/notify-master"',
         'notify_backup "/opt/k/notify-backup"',
         'notify_fault "/opt/k/notify-fault"',
@@ -141,7 +145,10 @@ def test_golden_multicast_nopreempt(tmp_path: Path) -> None:
         "vrrp_script skat_track {", f'script "{SCRIPTS}/track"',
         "interval 1", "timeout 1", "fall 2", "rise 2", "}"]
     assert lines[lines.index("track_script {"):][:3] == ["track_script {", "skat_track", "}"]
-    assert not any(ln.startswith("track_file") for ln in lines)
+    # ...and no track file but the operator's handover (handover.py), weight 1.
+    assert [ln for ln in lines if ln.startswith("track_file")] == [
+        "track_file skat_handover {", "track_file {"]
+    assert lines[lines.index("track_file {"):][:3] == ["track_file {", "skat_handover", "}"]
     for absent in ("unicast_src_ip", "unicast_peer {", "vrrp_check_unicast_src",
                    "authentication {", "preempt_delay"):
         assert not any(ln.startswith(absent) for ln in lines), absent
@@ -159,8 +166,8 @@ def test_fitness_is_the_daemons_track_file_and_nothing_runs_on_a_timer(
     block = lines[lines.index("track_file skat_fitness {"):][:5]
     assert block[2:] == ["weight 0", "init_file 1", "}"], block
     instance = lines[lines.index("vrrp_instance skat_plugin {"):]
-    assert instance[instance.index("track_file {"):][:3] == ["track_file {", "skat_fitness",
-                                                              "}"]
+    assert instance[instance.index("track_file {"):][:4] == ["track_file {", "skat_fitness",
+                                                              "skat_handover", "}"]
 
 
 # (fastdpi.conf lines added to BASE, or BASE with a line removed) -> key and line in the error
