@@ -53,13 +53,14 @@ def test_check_says_at_err_when_vrrp_is_on_and_no_election_runs(
     topo = build_topo(lab, start=False)
     conf = lab.path("keepalived.conf")
     monkeypatch.setenv("SKAT_KEEPALIVED_CONF", str(conf))
-    res = _check(topo, BASE_CONF)
+    base = BASE_CONF + f"vrrp_election_pidfile={lab.path('vrrp.pid')}\n"  # none runs
+    res = _check(topo, base)
     assert res.returncode == 0 and res.stdout.startswith("ok: "), res
     assert res.stderr.startswith("fdpi_cli: warning: vrrp_enable=1 but no election is "
                                  "configured"), res.stderr
     assert f"fdpi_cli vrrp keepalived-config --output {conf}" in res.stderr
     conf.write_text("vrrp_instance x {\n}\n")
-    res = _check(topo, BASE_CONF)
+    res = _check(topo, base)
     assert "keepalived is not running" in res.stderr and "systemctl start keepalived" \
         in res.stderr, res.stderr
     assert _check(topo, BASE_CONF + "vrrp_election_pidfile=\n").stderr == ""
