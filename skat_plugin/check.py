@@ -82,16 +82,20 @@ def election_warnings(cfg: Config) -> list[str]:
         except (OSError, ValueError, IndexError, election.Unknown):
             continue
     conf = Path(keepalived_conf_path())
+    from . import role
+
+    if role.start_role(cfg) == "master":
+        harm = ("this appliance is master by SKAT's start rule, a second gateway beside a "
+                "running master")
+    else:
+        harm = "this appliance stays backup (vrrp_start_role) and nobody can elect it"
     if conf.is_file() and conf.stat().st_size > 0:
         return [f"vrrp_enable=1 but keepalived is not running (no live process in "
-                f"{', '.join(pidfiles)}): this appliance is master by SKAT's start rule, a "
-                f"second gateway if another appliance is; start it: 'systemctl start "
-                f"keepalived'"]
+                f"{', '.join(pidfiles)}): {harm}; start it: 'systemctl start keepalived'"]
     return [f"vrrp_enable=1 but no election is configured ({conf} is missing and no "
-            f"keepalived runs): this appliance is master by SKAT's start rule, a second "
-            f"gateway beside a running master; write it with 'fdpi_cli vrrp "
-            f"keepalived-config --output {conf}' (needs vrrp_interface and vrrp_mgmt_vip), "
-            f"then 'systemctl restart keepalived'"]
+            f"keepalived runs): {harm}; write it with 'fdpi_cli vrrp keepalived-config "
+            f"--output {conf}' (needs vrrp_interface and vrrp_mgmt_vip), then 'systemctl "
+            f"restart keepalived'"]
 
 
 def keepalived_conf_path() -> str:

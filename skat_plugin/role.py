@@ -120,6 +120,11 @@ def reload(path: str) -> dict[str, Any]:
     with state.locked():
         old = _require_started()
         loaded = Config.from_snapshot(old["config"])
+        # A port that does not exist is the error to name first (as `check` does), not a
+        # restart that would take the box down and fail on the same port (issue 16).
+        missing = [p for p in cfg.ports if p not in loaded.ports and ports.link_up(p) is None]
+        if missing:
+            ports.check(cfg.pairs, cfg.source)
         if (cfg.in_ports, cfg.ports) != (loaded.in_ports, loaded.ports):
             raise ConfigError("in_dev/out_dev differ from the running bridges "
                               f"({':'.join(loaded['in_dev'])} / {':'.join(loaded['out_dev'])});"
