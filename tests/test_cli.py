@@ -461,3 +461,45 @@ def test_the_lean_request_is_what_the_full_cli_sends_and_brief_answers_are_exact
             assert json.loads(serve(message, answer)) == answer, (message, answer)
     finally:
         server.close()
+
+
+def test_show_says_what_needs_action_and_exits_13(topo: Topo) -> None:
+    """Issue 16 item 7: a port down is on the first screen (text and JSON), with exit 13."""
+    app = topo.app
+    res = app.cli("vrrp", "show", check=False)
+    assert res.returncode == 0 and "NEEDS ACTION" not in res.stdout, res
+    assert "fitness:      fit to be master (by fdpi_cli vrrp track)" in res.stdout and \
+        "ports:        i0, o0: up and bridged" in res.stdout, res.stdout
+    topo.lab.run(app.ns, "ip", "link", "set", "o0", "down")
+    res = app.cli("vrrp", "show", check=False)
+    assert res.returncode == 13 and "NEEDS ACTION: o0 is down" in res.stdout, res.stdout
+    info = app.show()
+    assert info["ports"]["problems"] == ["o0 is down"] and "o0 is down" in info["attention"]
+    assert info["fitness"] == {"fit": False, "reason": "o0 is down",
+                               "by": "fdpi_cli vrrp track"}, info["fitness"]
+    topo.lab.run(app.ns, "ip", "link", "set", "o0", "up")
+    wait_for(lambda: app.cli("vrrp", "show", check=False).returncode == 0, 5, 0.1,
+             "nothing to act on once the port is up")
+
+
+def test_state_is_root_only_and_stop_writes_stopped_metrics(
+        topo: Topo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17.7: state.json holds vrrp_auth_pass. Issue 16: role="stopped" is written."""
+    app = topo.app
+    assert (app.run_dir / "state.json").stat().st_mode & 0o777 == 0o600
+    metrics = topo.lab.path("skat_plugin.prom")
+    monkeypatch.setenv("SKAT_METRICS_FILE", str(metrics))
+    assert app.cli("stop").stdout == "stopped\n"
+    text = metrics.read_text()
+    assert 'skat_plugin_role{role="stopped"} 1' in text and \
+        'skat_plugin_role{role="master"} 0' in text, text
+    assert "skat_plugin_fit -1" in text
+
+
+def test_reload_names_a_missing_port_as_check_does(topo: Topo) -> None:
+    """Issue 16 item 9: not 'restart the plugin' (6) for a port that does not exist (11)."""
+    app = topo.app
+    app.write_conf(BASE_CONF.replace("in_dev=i0", "in_dev=i9"))
+    res = app.cli("reload", check=False)
+    assert res.returncode == 11 and "port(s) i9 do not exist" in res.stderr, res
+    assert "restart" not in res.stderr
