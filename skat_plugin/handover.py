@@ -65,7 +65,9 @@ def _wait_backup(seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         role, said = _role()
-        if role == "backup" and said in ("BACKUP", "FAULT"):
+        # keepalived's word is recorded by the daemon (its FIFO); without one, the notify
+        # scripts' order is all there is to see.
+        if role == "backup" and (said in ("BACKUP", "FAULT") or not state.daemon_alive()):
             return True
         time.sleep(POLL)
     return False
