@@ -22,6 +22,8 @@ from typing import Any
 from . import ports
 from .config import Config
 
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"  # what Debian's keepalived.service reads
+
 
 def _port_macs(cfg: Config) -> list[str]:
     macs = []
@@ -36,8 +38,9 @@ def _port_macs(cfg: Config) -> list[str]:
 def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
     """Raises the error start would meet first (ConfigError, PortError, ApplyError).
 
-    Returns what was checked, and notes: things that are not errors for start but that the
-    operator should know (a reload that would refuse changed ports).
+    Returns what was checked, notes (not errors for start, but the operator should know:
+    a reload that would refuse changed ports) and warnings (said at err: a group about to
+    have two gateways or none).
     """
     from . import config, nftapply, render, role, state
 
@@ -69,8 +72,9 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
 
 def election_warnings(cfg: Config) -> list[str]:
     """VRRP on and no election configured or running: SKAT's start rule makes this appliance
-    a master, and beside a running master a second one (issue 16). The fix, in one line."""
-    from . import election
+    a master, and beside a running master a second one (issue 16). The fix, in one line.
+    At boot keepalived starts after the plugin: configured and enabled is enough."""
+    from . import election, role
 
     pidfiles = cfg.get("vrrp_election_pidfile") or []
     if not cfg.vrrp_enabled or not pidfiles:
@@ -82,23 +86,37 @@ def election_warnings(cfg: Config) -> list[str]:
         except (OSError, ValueError, IndexError, election.Unknown):
             continue
     conf = Path(keepalived_conf_path())
-    from . import role
-
+    configured = conf.is_file() and conf.stat().st_size > 0
+    if configured and conf == Path(KEEPALIVED_CONF) and _keepalived_enabled():
+        return []  # not running yet: skat-plugin.service starts it after the plugin
     if role.start_role(cfg) == "master":
         harm = ("this appliance is master by SKAT's start rule, a second gateway beside a "
                 "running master")
     else:
         harm = "this appliance stays backup (vrrp_start_role) and nobody can elect it"
-    if conf.is_file() and conf.stat().st_size > 0:
+    if configured:
         return [f"vrrp_enable=1 but keepalived is not running (no live process in "
-                f"{', '.join(pidfiles)}): {harm}; start it: 'systemctl start keepalived'"]
+                f"{', '.join(pidfiles)}) nor enabled: {harm}; start it: 'systemctl enable "
+                f"--now keepalived'"]
     return [f"vrrp_enable=1 but no election is configured ({conf} is missing and no "
             f"keepalived runs): {harm}; write it with 'fdpi_cli vrrp keepalived-config "
             f"--output {conf}' (needs vrrp_interface and vrrp_mgmt_vip), then 'systemctl "
             f"restart keepalived'"]
 
 
+def _keepalived_enabled() -> bool:
+    """systemd will start keepalived with KEEPALIVED_CONF (with the plugin, or at boot);
+    False without systemd."""
+    import subprocess
+
+    try:
+        return subprocess.run(["systemctl", "--quiet", "is-enabled", "keepalived.service"],
+                              capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def keepalived_conf_path() -> str:
     """Where Debian's keepalived.service reads its configuration ($SKAT_KEEPALIVED_CONF
     for tests)."""
-    return os.environ.get("SKAT_KEEPALIVED_CONF") or "/etc/keepalived/keepalived.conf"
+    return os.environ.get("SKAT_KEEPALIVED_CONF") or KEEPALIVED_CONF

@@ -61,8 +61,8 @@ def test_check_says_at_err_when_vrrp_is_on_and_no_election_runs(
     assert f"fdpi_cli vrrp keepalived-config --output {conf}" in res.stderr
     conf.write_text("vrrp_instance x {\n}\n")
     res = _check(topo, base)
-    assert "keepalived is not running" in res.stderr and "systemctl start keepalived" \
-        in res.stderr, res.stderr
+    assert "keepalived is not running" in res.stderr and "systemctl enable --now " \
+        "keepalived" in res.stderr, res.stderr
     assert _check(topo, BASE_CONF + "vrrp_election_pidfile=\n").stderr == ""
 
 
