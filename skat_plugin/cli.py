@@ -190,7 +190,6 @@ def _via_daemon(request: dict, asked: bool = False, raw: bytes | None = None) ->
         # The same exit code as when the CLI acts itself (see errors.py).
         err = SkatError(answer["error"])
         err.exit_code = int(answer.get("exit_code", errors.FAILURE))
-        err.journaled = True  # the daemon logged it: once in the journal is enough
         raise err
     return answer
 
@@ -346,10 +345,7 @@ def _main(argv: list[str], asked: bool, answer: bytes | None) -> int:
     except SkatError as e:
         from . import report
 
-        if getattr(e, "journaled", False):
-            print(f"fdpi_cli: {e}", file=sys.stderr, flush=True)
-        else:
-            report.console(f"fdpi_cli: {e}", exit_code=e.exit_code)
+        report.console(f"fdpi_cli: {e}", exit_code=e.exit_code)
         command = args.vrrp if args.command == "vrrp" else args.command
         if command in ("start", "check") and os.environ.get("INVOCATION_ID"):
             # Run by skat-plugin.service: after a restart's stop, a failed start leaves the
