@@ -162,8 +162,10 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
             # Kept for a reload that turns VRRP on again: it follows keepalived's last word.
             st = {**old, "keepalived": {"state": keepalived_state, "at": _now()}}
             state.save(st)
-            return {**st, "ignored": f"vrrp_enable=0 in {cfg.source}: keepalived's "
-                                     f"{keepalived_state} recorded, the appliance stays master"}
+            why = (f"vrrp_enable=0 in {cfg.source}: keepalived's {keepalived_state} recorded, "
+                   f"the appliance stays master")
+            report.event(why, role=old["role"], cause=cause, keepalived_state=keepalived_state)
+            return {**st, "ignored": why}
         if not cfg.vrrp_enabled:
             raise RoleError(f"vrrp_enable=0 in {cfg.source}: the appliance stays master; "
                             f"set vrrp_enable=1 and run 'fdpi_cli reload' to let VRRP "
