@@ -4,7 +4,10 @@ Runs inside a subscriber namespace (test and lab tooling, not product code):
 
     probe.py watch --iface s0 --ip 100.64.0.1 --interval 0.005 --duration 5
         one ARP request every 5 ms; prints JSON: replies per source MAC, the longest gap
-        between replies (the failover time as the subscriber sees it), requests without reply.
+        between replies, the longest run of requests without a reply (max_unanswered_ms:
+        the failover time as the subscriber sees it, whatever the prober's own scheduling),
+        requests without a reply (unanswered; replies beyond sent - unanswered were
+        answered twice: two gateways).
     probe.py rtt --iface s0 --ip 100.64.0.1 --count 1000   (or --ip6 2001:db8::1)
         one request at a time; prints JSON with the round trip times (median, p99) in us.
 
@@ -122,18 +125,33 @@ def watch(p: Prober, interval: float, duration: float) -> dict:
     start = time.monotonic()
     sent = 0
     replies: list[tuple[float, str]] = []
+    # Per request: when it was sent and how many replies came before the next one. A run
+    # of unanswered requests is the gap the subscriber saw, whatever this process's own
+    # scheduling (a stalled prober reads its replies late, not never).
+    windows: list[tuple[float, int]] = []
     next_send = start
     while time.monotonic() - start < duration:
         p.send()
         sent += 1
+        windows.append((time.monotonic(), 0))
         next_send += interval
         end = next_send
         while (left := end - time.monotonic()) > 0:
             got = p.replies(left)
             replies.extend(got)
+            windows[-1] = (windows[-1][0], windows[-1][1] + len(got))
             if not got:
                 break
-    replies.extend(p.replies(0.05))
+    last = p.replies(0.05)
+    replies.extend(last)
+    if windows:
+        windows[-1] = (windows[-1][0], windows[-1][1] + len(last))
+    unanswered, first = 0.0, None
+    for t, n in windows:
+        if n == 0 and first is None:
+            first = t
+        elif n and first is not None:
+            unanswered, first = max(unanswered, t - first), None
     times = [t for t, _ in replies]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     by_mac: dict[str, int] = {}
@@ -144,6 +162,8 @@ def watch(p: Prober, interval: float, duration: float) -> dict:
     return {"sent": sent, "replies": len(replies), "by_mac": by_mac,
             "max_gap_ms": round(longest * 1000, 2) if longest is not None else None,
             "max_gap_at_s": round(at, 3) if at is not None else None,
+            "max_unanswered_ms": round(unanswered * 1000, 2),
+            "unanswered": sum(1 for _, n in windows if n == 0),
             "first_reply_s": round(times[0] - start, 3) if times else None,
             "duration_s": round(time.monotonic() - start, 3)}
 

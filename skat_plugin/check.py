@@ -15,51 +15,14 @@ restart` with a wrong port fails at once.
 
 from __future__ import annotations
 
-import subprocess
-import time
+import os
 from pathlib import Path
 from typing import Any
 
-from . import ports, report
+from . import ports
 from .config import Config
 
-PORT_REPORT_EVERY = 5.0  # s: a boot that stalls on a port says so this often
-
-
-def system_state() -> str | None:
-    """systemd's word for the system: "starting" while it boots, then "running", ...;
-    None without systemd (a test in a network namespace)."""
-    try:
-        res = subprocess.run(["systemctl", "is-system-running"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout.strip() or None
-
-
-def system_booting() -> bool:
-    """systemd is still running the boot transaction ("initializing" or "starting")."""
-    return system_state() in ("initializing", "starting")
-
-
-def wait_for_ports(cfg: Config, seconds: float, only_at_boot: bool = False) -> None:
-    """Wait up to `seconds` for ports that do not exist yet; the caller then checks them."""
-    start = told = time.monotonic()
-    if only_at_boot and seconds > 0 and _missing(cfg) and not system_booting():
-        return  # not a boot: nothing is coming, fail at once
-    while time.monotonic() - start < seconds:
-        missing = _missing(cfg)
-        if not missing:
-            return
-        if time.monotonic() - told >= PORT_REPORT_EVERY:
-            told = time.monotonic()
-            report.warning(f"waiting for port(s) {', '.join(missing)} "
-                           f"({told - start:.0f} of {seconds:g} s)", cause="start")
-        time.sleep(0.1)
-
-
-def _missing(cfg: Config) -> list[str]:
-    return [p for p in cfg.ports if ports.link_up(p) is None]
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"  # what Debian's keepalived.service reads
 
 
 def _port_macs(cfg: Config) -> list[str]:
@@ -75,18 +38,20 @@ def _port_macs(cfg: Config) -> list[str]:
 def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
     """Raises the error start would meet first (ConfigError, PortError, ApplyError).
 
-    Returns what was checked, and notes: things that are not errors for start but that the
-    operator should know (a reload that would refuse changed ports).
+    Returns what was checked, notes (not errors for start, but the operator should know:
+    a reload that would refuse changed ports) and warnings (said at err: a group about to
+    have two gateways or none).
     """
     from . import config, nftapply, render, role, state
 
     cfg = config.load(path)
-    wait_for_ports(cfg, wait_at_boot, only_at_boot=True)
+    ports.wait_for_ports(cfg, wait_at_boot, only_at_boot=True)
     ports.check(cfg.pairs, cfg.source)
     macs = _port_macs(cfg)
     for name in render.ROLES:  # `vrrp set` may load either one
         nftapply.dry_run(render.render(cfg, name, macs))
     notes = []
+    warnings = election_warnings(cfg)
     st = state.load()
     if st is not None:
         running = Config.from_snapshot(st["config"])
@@ -94,6 +59,64 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
             notes.append("in_dev/out_dev differ from the running bridges: 'fdpi_cli reload' "
                          "refuses that; 'systemctl restart skat-plugin' applies it (and "
                          "restarts keepalived: a failover on a running group)")
+        if st["role"] == render.BACKUP and not cfg.vrrp_enabled:
+            warnings.append("vrrp_enable=0 makes this running backup a master at the next "
+                            "reload: two gateways in the group (every ARP request answered "
+                            "twice) until the other appliance steps down; hand the gateway "
+                            "over first or keep vrrp_enable=1")
     return {"config": str(Path(cfg.source)), "ports": cfg.ports, "pairs": len(cfg.pairs),
             "vrrp_enable": cfg["vrrp_enable"], "start_role": role.start_role(cfg),
-            "running_role": st["role"] if st else None, "notes": notes}
+            "running_role": st["role"] if st else None, "notes": notes,
+            "warnings": warnings}
+
+
+def election_warnings(cfg: Config) -> list[str]:
+    """VRRP on and no election configured or running: SKAT's start rule makes this appliance
+    a master, and beside a running master a second one (issue 16). The fix, in one line.
+    At boot keepalived starts after the plugin: configured and enabled is enough."""
+    from . import election, role
+
+    pidfiles = cfg.get("vrrp_election_pidfile") or []
+    if not cfg.vrrp_enabled or not pidfiles:
+        return []  # VRRP off, or the operator runs the election without watching it
+    for path in pidfiles:
+        try:
+            if election.proc_identity(int(Path(path).read_text().split()[0])) is not None:
+                return []  # keepalived (or ucarp) runs
+        except (OSError, ValueError, IndexError, election.Unknown):
+            continue
+    conf = Path(keepalived_conf_path())
+    configured = conf.is_file() and conf.stat().st_size > 0
+    if configured and conf == Path(KEEPALIVED_CONF) and _keepalived_enabled():
+        return []  # not running yet: skat-plugin.service starts it after the plugin
+    if role.start_role(cfg) == "master":
+        harm = ("this appliance is master by SKAT's start rule, a second gateway beside a "
+                "running master")
+    else:
+        harm = "this appliance stays backup (vrrp_start_role) and nobody can elect it"
+    if configured:
+        return [f"vrrp_enable=1 but keepalived is not running (no live process in "
+                f"{', '.join(pidfiles)}) nor enabled: {harm}; start it: 'systemctl enable "
+                f"--now keepalived'"]
+    return [f"vrrp_enable=1 but no election is configured ({conf} is missing and no "
+            f"keepalived runs): {harm}; write it with 'fdpi_cli vrrp keepalived-config "
+            f"--output {conf}' (needs vrrp_interface and vrrp_mgmt_vip), then 'systemctl "
+            f"restart keepalived'"]
+
+
+def _keepalived_enabled() -> bool:
+    """systemd will start keepalived with KEEPALIVED_CONF (with the plugin, or at boot);
+    False without systemd."""
+    import subprocess
+
+    try:
+        return subprocess.run(["systemctl", "--quiet", "is-enabled", "keepalived.service"],
+                              capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def keepalived_conf_path() -> str:
+    """Where Debian's keepalived.service reads its configuration ($SKAT_KEEPALIVED_CONF
+    for tests)."""
+    return os.environ.get("SKAT_KEEPALIVED_CONF") or KEEPALIVED_CONF

@@ -4,7 +4,7 @@
     fdpi_cli vrrp set master|backup [--force]
     fdpi_cli vrrp show [--json]
     fdpi_cli vrrp subscribers [--json]
-    fdpi_cli vrrp keepalived-config | check-group FILE... | track
+    fdpi_cli vrrp keepalived-config | check-group FILE... | track | handover [--cancel]
     fdpi_cli daemon
     fdpi_cli inspector
 
@@ -39,6 +39,7 @@ DELEGATED = {
     "keepalived-config": "election.keepalived_conf",
     "check-group": "config.group_check",
     "track": "election.health",
+    "handover": "election.handover",
 }
 CONFIG_HELP = "fastdpi.conf (default: $FDPI_CONF or /etc/dpi/fastdpi.conf)"
 
@@ -62,7 +63,20 @@ def _print_show(info: dict, as_json: bool) -> None:
     print(f"config:       {info.get('config')}")
     print(f"kernel:       {kernel}")
     if info.get("keepalived"):
-        print(f"keepalived:   {info['keepalived']['state']} at {info['keepalived']['at']}")
+        said = info["keepalived"]
+        agree = "MISMATCH: " + info["election_mismatch"] if info.get("election_mismatch") \
+            else "the role follows it"
+        print(f"keepalived:   {said['state']} at {said['at']} ({agree})")
+    ports = info.get("ports") or {}
+    print(f"ports:        {', '.join(ports.get('names', []))}: "
+          f"{'; '.join(ports.get('problems') or []) or 'up and bridged'}")
+    fitness = info.get("fitness") or {}
+    if fitness:
+        verdict = "fit to be master" if fitness["fit"] else f"UNFIT: {fitness['reason']}"
+        print(f"fitness:      {verdict} (by {fitness['by']})")
+    if info.get("handover"):
+        print("handover:     requested: keepalived holds this appliance back "
+              "('fdpi_cli vrrp handover --cancel' to end it)")
     if info.get("awaiting_election"):
         print("election:     awaiting keepalived (master by the start rule; not announcing)")
     print(f"daemon:       {'pid ' + str(info['daemon']) if info.get('daemon') else 'not running'}")
@@ -77,6 +91,16 @@ def _print_show(info: dict, as_json: bool) -> None:
               + (" (dormant: kept for a takeover)" if info["role"] != "master" else ""))
         for name, value in sorted((gateway.get("counters") or {}).items()):
             print(f"{'gateway_' + name + ':':<24}{value}")
+    redirect = info.get("redirect")
+    if redirect:
+        inspector = redirect.get("inspector") or {}
+        print(f"redirect:     inspector {'alive' if inspector.get('alive') else 'NOT RUNNING'}"
+              f", {len(inspector.get('lists') or {})} list(s) read"
+              + (f"; LIST ERROR: {info['list_error']}" if info.get("list_error") else ""))
+        for name, value in sorted((redirect.get("counters") or {}).items()):
+            print(f"{'redirect_' + name + ':':<24}{value}")
+    for line in info.get("attention") or []:
+        print(f"NEEDS ACTION: {line}")
 
 
 def _print_subscribers(as_json: bool) -> None:
@@ -132,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("role", choices=["master", "backup"])
     s.add_argument("--cause", default="cli", help="recorded with the switch (default: cli)")
     s.add_argument("--force", action="store_true",
-                   help="apply even if keepalived's latest notify FIFO state disagrees")
+                   help="apply although the election's last word is unknown to the daemon; "
+                        "refused while keepalived's latest state disagrees (use 'vrrp "
+                        "handover')")
     show = vrrp.add_parser("show", parents=[common], help="current role and counters; exit "
                            f"{errors.MISMATCH} when the kernel's rules are not the role's")
     show.add_argument("--json", action="store_true")
@@ -141,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     subs.add_argument("--json", action="store_true")
     for name, text in (("keepalived-config", "render keepalived.conf from fastdpi.conf"),
                        ("check-group", "compare the group-wide keys of several fastdpi.conf"),
-                       ("track", "keepalived track script: exit 0 while fit to be master")):
+                       ("track", "keepalived track script: exit 0 while fit to be master"),
+                       ("handover", "move the gateway to the peer through keepalived "
+                                    "(maintenance); --cancel to undo")):
         x = vrrp.add_parser(name, help=text, add_help=False)
         x.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -195,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
 
         info = role.show()
         _print_show(info, args.json)
-        return errors.OK if info["consistent"] else errors.MISMATCH
+        needs_action = not info["consistent"] or info.get("attention")
+        return errors.MISMATCH if needs_action else errors.OK
     if command == "subscribers":
         _print_subscribers(args.json)
         return errors.OK
@@ -209,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"started: {st['role']}")
     elif command == "stop":
         role.stop()
+        _stopped_metrics()
         print("stopped")
     elif command == "reload":
         st = _via_daemon({"op": "reload", "config": path}) or role.reload(path)
@@ -220,15 +250,38 @@ def run(args: argparse.Namespace) -> int:
         res = check.run(path, wait_at_boot=args.wait_ports_at_boot)
         for note in res["notes"]:
             print(f"note: {note}")
+        for warning in res["warnings"]:
+            from . import report
+
+            report.console(f"fdpi_cli: warning: {warning}")  # at err: an operator must act
         running = f", running as {res['running_role']}" if res["running_role"] else ""
         print(f"ok: {res['config']}: {res['pairs']} bridge(s) of {', '.join(res['ports'])}, "
               f"vrrp_enable={res['vrrp_enable']}, start role {res['start_role']}{running}; "
               f"the kernel takes both rule sets (dry run, nothing changed)")
     elif command == "set":
         request = {"op": "set", "role": args.role, "cause": args.cause, "force": args.force}
-        _print_set(_via_daemon(request, args.asked, args.answer)
-                   or role.set_role(args.role, args.cause, force=args.force))
+        st = _via_daemon(request, args.asked, args.answer) \
+            or role.set_role(args.role, args.cause, force=args.force)
+        _print_set(st)
+        if st.get("ignored"):
+            return errors.ROLE_REFUSED  # nothing changed: say so to a script too
     return errors.OK
+
+
+def _stopped_metrics() -> None:
+    """role="stopped" for the metrics: the daemon, which writes them, stopped first (its
+    unit stops before skat-plugin.service's `fdpi_cli stop`)."""
+    from . import metrics, state
+
+    if state.daemon_alive():
+        return  # it writes the stop itself at its next turn
+    path = os.environ.get("SKAT_METRICS_FILE") or metrics.DEFAULT_PATH
+    try:
+        metrics.write(path, metrics.render({"role": "stopped"}, {}, 0))
+    except OSError as e:
+        from . import report
+
+        report.warning(f"cannot write {path}: {e}", cause="stop")
 
 
 def _wait_for_inspector(st: dict[str, Any]) -> None:

@@ -86,13 +86,38 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
     _redirect_metrics(metric, show.get("redirect"))
     metric("split_brain", "gauge", "1 while another master sends from the virtual MAC.",
            [("", 1 if daemon.get("split_brain") else 0)])
+    problems = daemon.get("port_problems")
+    if problems is None:  # no daemon: what `vrrp show` saw
+        problems = (show.get("ports") or {}).get("problems") or []
     metric("port_problems", "gauge", "Bridge ports missing, down or not bridged right now.",
-           [("", len(daemon.get("port_problems") or []))])
+           [("", len(problems))])
+    _health_metrics(metric, show, daemon)
     alive = daemon.get("election_alive")
     metric("election_alive", "gauge",
            "1 while keepalived/ucarp is seen alive, 0 once it died, -1 before it was seen.",
            [("", -1 if alive is None else int(bool(alive)))])
     return "\n".join(lines) + "\n"
+
+
+KEEPALIVED_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
+
+
+def _health_metrics(metric: Any, show: dict[str, Any], daemon: dict[str, Any]) -> None:
+    """What `vrrp show` lists under NEEDS ACTION, one series each (issue 16)."""
+    said = (show.get("keepalived") or {}).get("state")
+    metric("keepalived_state", "gauge", "1 for keepalived's latest notify FIFO state, 0 for "
+           "the others (all 0 before it spoke).",
+           [(f'{{state="{k}"}}', 1 if k == said else 0) for k in KEEPALIVED_STATES])
+    metric("election_mismatch", "gauge", "1 while the kernel's role has differed from "
+           "keepalived's latest state for longer than a switch takes.",
+           [("", 1 if show.get("election_mismatch") else 0)])
+    fitness = show.get("fitness")
+    metric("fit", "gauge", "1 while fit to be master (the verdict keepalived reads), 0 "
+           "unfit, -1 stopped.", [("", -1 if not fitness else int(bool(fitness["fit"])))])
+    metric("handover", "gauge", "1 while 'fdpi_cli vrrp handover' holds this appliance back.",
+           [("", 1 if show.get("handover") else 0)])
+    metric("needs_action", "gauge", "Things 'fdpi_cli vrrp show' lists under NEEDS ACTION.",
+           [("", len(show.get("attention") or []))])
 
 
 REDIRECT_HELP = {
@@ -113,8 +138,12 @@ def _redirect_metrics(metric: Any, redirect: dict[str, Any] | None) -> None:
     counters = redirect.get("counters") or {}
     for name, text in REDIRECT_HELP.items():
         metric(f"redirect_{name}_total", "counter", text, [("", counters.get(name, 0))])
+    inspector = redirect.get("inspector") or {}
     metric("redirect_inspector_alive", "gauge", "1 while the inspector reports itself alive.",
-           [("", int(bool((redirect.get("inspector") or {}).get("alive"))))])
+           [("", int(bool(inspector.get("alive"))))])
+    metric("redirect_list_error", "gauge", "1 while a black list cannot be read (the "
+           "inspector keeps the last good lists).", [("", 1 if inspector.get("list_error")
+                                                        else 0)])
 
 
 def write(path: str | Path, text: str) -> bool:

@@ -8,9 +8,16 @@ takes ~130 ms to import) and no protocol written by hand.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PortError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+PORT_REPORT_EVERY = 5.0  # s: a boot that stalls on a port says so this often
 
 SYS_NET = Path("/sys/class/net")
 _IFF_UP = 0x1
@@ -81,3 +88,43 @@ def check(pairs: list[tuple[str, str]], source: str) -> None:
             raise PortError(f"{out_port} is already a port of another bridge "
                             f"({masters[out_port]}, {in_port} is in {masters[in_port]}); "
                             f"remove it there or fix in_dev/out_dev in {source}")
+
+
+def system_state() -> str | None:
+    """systemd's word for the system: "starting" while it boots, then "running", ...;
+    None without systemd (a test in a network namespace)."""
+    import subprocess  # only start and check ask; the track script never does
+
+    try:
+        res = subprocess.run(["systemctl", "is-system-running"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() or None
+
+
+def system_booting() -> bool:
+    """systemd is still running the boot transaction ("initializing" or "starting")."""
+    return system_state() in ("initializing", "starting")
+
+
+def missing(cfg: Config) -> list[str]:
+    return [p for p in cfg.ports if link_up(p) is None]
+
+
+def wait_for_ports(cfg: Config, seconds: float, only_at_boot: bool = False) -> None:
+    """Wait up to `seconds` for ports that do not exist yet; the caller then checks them."""
+    from . import report
+
+    start = told = time.monotonic()
+    if only_at_boot and seconds > 0 and missing(cfg) and not system_booting():
+        return  # not a boot: nothing is coming, fail at once
+    while time.monotonic() - start < seconds:
+        absent = missing(cfg)
+        if not absent:
+            return
+        if time.monotonic() - told >= PORT_REPORT_EVERY:
+            told = time.monotonic()
+            report.warning(f"waiting for port(s) {', '.join(absent)} "
+                           f"({told - start:.0f} of {seconds:g} s)", cause="start")
+        time.sleep(0.1)

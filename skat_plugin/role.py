@@ -19,12 +19,13 @@ from typing import Any
 
 from . import nftapply, ports, render, report, state
 from .config import Config
+from .election import health
 from .errors import ApplyError, ConfigError, NotStartedError, RoleError
 from .render import BACKUP, MASTER
 
-# keepalived (notify FIFO / notify script) state -> appliance role. FAULT and STOP must not
-# leave a second master behind: they mean backup.
-KEEPALIVED_ROLE = {"MASTER": MASTER, "BACKUP": BACKUP, "FAULT": BACKUP, "STOP": BACKUP}
+# keepalived (notify FIFO / notify script) state -> appliance role (health.py, as light as
+# the track check needs it).
+KEEPALIVED_ROLE = health.KEEPALIVED_ROLE
 
 
 def _now() -> str:
@@ -85,10 +86,10 @@ def start(path: str, wait_ports: float = 0) -> dict[str, Any]:
     that already runs, the current role stays. wait_ports: seconds to wait for ports that
     do not exist yet (at boot, NIC drivers and renaming may finish after udev's trigger).
     """
-    from . import bridges, check, config  # pyroute2 and jsonschema: only start/reload
+    from . import bridges, config  # pyroute2 and jsonschema: only start/reload
 
     cfg = config.load(path)
-    check.wait_for_ports(cfg, wait_ports)
+    ports.wait_for_ports(cfg, wait_ports)
     with state.locked():
         bridges.ensure(cfg)
         old = state.load()
@@ -120,6 +121,11 @@ def reload(path: str) -> dict[str, Any]:
     with state.locked():
         old = _require_started()
         loaded = Config.from_snapshot(old["config"])
+        # A port that does not exist is the error to name first (as `check` does), not a
+        # restart that would take the box down and fail on the same port (issue 16).
+        missing = [p for p in cfg.ports if p not in loaded.ports and ports.link_up(p) is None]
+        if missing:
+            ports.check(cfg.pairs, cfg.source)
         if (cfg.in_ports, cfg.ports) != (loaded.in_ports, loaded.ports):
             raise ConfigError("in_dev/out_dev differ from the running bridges "
                               f"({':'.join(loaded['in_dev'])} / {':'.join(loaded['out_dev'])});"
@@ -128,8 +134,14 @@ def reload(path: str) -> dict[str, Any]:
                               "too: a failover on a running group)", cfg.source)
         ports.check(cfg.pairs, cfg.source)
         role = old["role"] if cfg.vrrp_enabled else MASTER  # VRRP off: always master
-        # VRRP just turned on: a master by SKAT's rule again, until keepalived speaks.
-        awaiting = cfg.vrrp_enabled and role == MASTER and (
+        said = KEEPALIVED_ROLE.get((old.get("keepalived") or {}).get("state", ""))
+        if cfg.vrrp_enabled and not loaded.vrrp_enabled and said is not None:
+            # VRRP on again: keepalived's last word (recorded while it was off too) holds;
+            # it will not repeat it, and SKAT's start rule would make a second master.
+            role = said
+        # VRRP just turned on and keepalived never spoke: a master by SKAT's rule again,
+        # until it does.
+        awaiting = cfg.vrrp_enabled and role == MASTER and said is None and (
             old.get("awaiting_election", False) or not loaded.vrrp_enabled)
         return _with_lists(cfg, _switch, cfg, role, "reload", old, own_macs=bridges.own_macs(cfg),
                        awaiting_election=awaiting)
@@ -147,6 +159,14 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
     with state.locked():
         old = _require_started()
         cfg = Config.from_snapshot(old["config"])
+        if not cfg.vrrp_enabled and keepalived_state is not None:
+            # Kept for a reload that turns VRRP on again: it follows keepalived's last word.
+            st = {**old, "keepalived": {"state": keepalived_state, "at": _now()}}
+            state.save(st)
+            why = (f"vrrp_enable=0 in {cfg.source}: keepalived's {keepalived_state} recorded, "
+                   f"the appliance stays master")
+            report.event(why, role=old["role"], cause=cause, keepalived_state=keepalived_state)
+            return {**st, "ignored": why}
         if not cfg.vrrp_enabled:
             raise RoleError(f"vrrp_enable=0 in {cfg.source}: the appliance stays master; "
                             f"set vrrp_enable=1 and run 'fdpi_cli reload' to let VRRP "
@@ -154,11 +174,21 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
         extra: dict[str, Any] = {"awaiting_election": False}  # an order: the wait is over
         if keepalived_state is not None:
             extra["keepalived"] = {"state": keepalived_state, "at": _now()}
-        elif not force:
+        else:
             latest = old.get("keepalived")
             if latest and state.daemon_alive() and KEEPALIVED_ROLE.get(latest["state"]) != role:
+                if force:
+                    # Against a live election an order can only make two gateways or none
+                    # (issue 16): moving the gateway is keepalived's job.
+                    harm = "two gateways" if role == MASTER else "no gateway"
+                    raise RoleError(
+                        f"vrrp set {role} --force refused: keepalived's latest state is "
+                        f"{latest['state']} (notify FIFO, {latest['at']}), and the group "
+                        f"would have {harm}; to move the gateway to the peer run 'fdpi_cli "
+                        f"vrrp handover' (keepalived hands over), to take it back 'fdpi_cli "
+                        f"vrrp handover --cancel'")
                 why = (f"keepalived's latest state is {latest['state']} (notify FIFO, "
-                       f"{latest['at']}); use --force to override")
+                       f"{latest['at']}): a stale order")
                 report.warning(f"vrrp set {role} ({cause}) ignored: {why}", role=old["role"],
                                cause=cause, keepalived_state=latest["state"])
                 return {**old, "ignored": why}
@@ -245,7 +275,7 @@ def _show(subscriber_counts: dict[str, Any] | None) -> dict[str, Any]:
     live = nftapply.read_counters() or {}
     base = st.get("counters_base", {})
     kernel = nftapply.loaded_role()
-    return {
+    info = {
         "role": st["role"],
         "vrrp_enable": cfg["vrrp_enable"],
         "since": st["since"],
@@ -261,6 +291,67 @@ def _show(subscriber_counts: dict[str, Any] | None) -> dict[str, Any]:
         "gateway": _gateway_show(cfg, subscriber_counts),
         "redirect": _redirect_show(cfg),
     }
+    info.update(_health_show(cfg, st, kernel, info["redirect"], info["split_brain"]))
+    return info
+
+
+def _epoch(iso: str | None) -> float:
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp() if iso else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _health_show(cfg: Config, st: dict[str, Any], kernel: str | None,
+                 redirect: dict[str, Any] | None, split_brain: bool) -> dict[str, Any]:
+    """What an operator must know at a glance (issue 16): the ports, the fitness verdict
+    keepalived reads, keepalived's word against the kernel's role, the lists; `attention`
+    lists what needs action (`vrrp show` exits 13 when it is not empty)."""
+    import time
+
+    from .election import handover
+
+    port_problems = ports.problems(cfg.pairs)
+    fitness = _fitness()
+    said = (st.get("keepalived") or {})
+    began = max(_epoch(said.get("at")), _epoch(st.get("since")))
+    mismatch = health.election_mismatch(kernel, said.get("state"), began, time.time()) \
+        if cfg.vrrp_enabled else None
+    list_error = ((redirect or {}).get("inspector") or {}).get("list_error")
+    attention = []
+    if kernel != st["role"]:
+        attention.append(f"the kernel holds {kernel or 'no'} rules, the recorded role is "
+                         f"{st['role']}")
+    if mismatch:
+        attention.append(mismatch)
+    attention += port_problems
+    if cfg.vrrp_enabled and fitness["reason"]:
+        attention.append(f"unfit to be master: {fitness['reason']}")
+    if list_error:
+        attention.append(f"list error: {list_error}")
+    if split_brain:
+        attention.append("split brain: another master sends from bras_arp_mac")
+    return {"ports": {"names": cfg.ports, "problems": port_problems}, "fitness": fitness,
+            "election_mismatch": mismatch, "handover": handover.value() != 0,
+            "list_error": list_error, "attention": list(dict.fromkeys(attention))}
+
+
+def _fitness() -> dict[str, Any]:
+    """The verdict keepalived reads: the daemon's track file while it runs, else judged
+    here as `fdpi_cli vrrp track` would."""
+    if state.daemon_alive():
+        try:
+            text = (state.run_dir() / "keepalived.track").read_text()  # trackfile.NAME
+        except OSError:
+            text = ""
+        lines = text.splitlines()
+        if lines and lines[0].strip() == "0":
+            return {"fit": True, "reason": None, "by": "daemon"}
+        if lines:
+            reason = lines[1].partition("unfit to be master: ")[2] if len(lines) > 1 else ""
+            return {"fit": False, "reason": reason or "unfit", "by": "daemon"}
+    reason = health.unfit_reason(require_daemon=False)
+    return {"fit": reason is None, "reason": reason, "by": "fdpi_cli vrrp track"}
 
 
 def _gateway_show(cfg: Config, counts: dict[str, Any] | None) -> dict[str, Any] | None:

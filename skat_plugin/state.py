@@ -83,8 +83,9 @@ def load_config() -> Config | None:
 def save(state: dict[str, Any]) -> None:
     from . import atomicfile  # tempfile and shutil: not for readers such as `vrrp show`
 
+    # Root only: the configuration's snapshot holds vrrp_auth_pass.
     atomicfile.write(run_dir() / "state.json", json.dumps(state, indent=1, sort_keys=True),
-                     sync=True)
+                     mode=0o600, sync=True)
 
 
 def signature() -> tuple[int, int, int] | None:

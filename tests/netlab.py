@@ -64,7 +64,8 @@ class Appliance:
 
     def show(self) -> dict:
         import json
-        return json.loads(self.cli("vrrp", "show", "--json").stdout)
+        # check=False: show exits 13 when something needs action, with its JSON all the same
+        return json.loads(self.cli("vrrp", "show", "--json", check=False).stdout)
 
 
 class Lab:

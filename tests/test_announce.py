@@ -8,7 +8,7 @@ import json
 import time
 
 from conftest import VGUA, VIP, VLL, VMAC
-from daemonlab import FAST_CONF, topo_with_daemon
+from daemonlab import FAST_CONF, role_of, topo_with_daemon
 from netlab import PYTHON, Lab, wait_for
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
@@ -109,8 +109,8 @@ def test_backup_emits_nothing_even_from_a_forced_sender(lab: Lab) -> None:
     d.write("MASTER")  # elected: announcing
     wait_for(lambda: d.status["announcement_rounds"] >= 1, 5, 0.02, "first round")
     with Capture(lab, topo.sub, "s0") as cap:
-        # keepalived said MASTER: only an operator's --force may contradict it.
-        assert app.cli("vrrp", "set", "backup", "--force").stdout.strip() == "role: backup"
+        d.write("BACKUP")  # keepalived's word (a --force against its MASTER is refused)
+        wait_for(lambda: role_of(app) == "backup", 5, 0.005, "FIFO BACKUP applied")
         after = time.time()
         drops = app.show()["counters"]["guard_drops"]
         cfg = Config.from_snapshot(json.loads((app.run_dir / "state.json").read_text())["config"])

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import BASE_CONF, Topo, build_topo
 from daemonlab import topo_with_daemon
 from netlab import PYTHON, REPO, Appliance, Lab, wait_for
@@ -37,11 +38,61 @@ def _check(topo: Topo, conf: str, *extra: str) -> subprocess.CompletedProcess[st
 def test_check_accepts_a_good_file_and_changes_nothing(lab: Lab) -> None:
     topo = build_topo(lab, start=False)
     before = _state(topo)
-    res = _check(topo, BASE_CONF)
+    res = _check(topo, BASE_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok: ") and "start role master" in res.stdout
     assert res.stderr == ""
     assert _state(topo) == before and "skat_plugin" not in before[0]
+
+
+def test_check_says_at_err_when_vrrp_is_on_and_no_election_runs(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16 item 4: VRRP on, no keepalived.conf, no keepalived: this appliance would be
+    a second master beside a running one. check says so, with the one command that fixes
+    it; with keepalived.conf written it says to start keepalived."""
+    topo = build_topo(lab, start=False)
+    conf = lab.path("keepalived.conf")
+    monkeypatch.setenv("SKAT_KEEPALIVED_CONF", str(conf))
+    base = BASE_CONF + f"vrrp_election_pidfile={lab.path('vrrp.pid')}\n"  # none runs
+    res = _check(topo, base)
+    assert res.returncode == 0 and res.stdout.startswith("ok: "), res
+    assert res.stderr.startswith("fdpi_cli: warning: vrrp_enable=1 but no election is "
+                                 "configured"), res.stderr
+    assert f"fdpi_cli vrrp keepalived-config --output {conf}" in res.stderr
+    conf.write_text("vrrp_instance x {\n}\n")
+    res = _check(topo, base)
+    assert "keepalived is not running" in res.stderr and "systemctl enable --now " \
+        "keepalived" in res.stderr, res.stderr
+    assert _check(topo, BASE_CONF + "vrrp_election_pidfile=\n").stderr == ""
+
+
+def test_check_warns_before_a_running_backup_would_become_master(topo: Topo) -> None:
+    """Issue 16 item 3: vrrp_enable=0 on a backup makes it master at the reload."""
+    topo.app.cli("vrrp", "set", "backup")
+    res = _check(topo, BASE_CONF.replace("vrrp_enable=1", "vrrp_enable=0"))
+    assert res.returncode == 0, res
+    assert "vrrp_enable=0 makes this running backup a master" in res.stderr, res.stderr
+    assert topo.app.show()["role"] == "backup"
+
+
+def test_reload_follows_keepalived_when_vrrp_is_switched_off_and_on(lab: Lab) -> None:
+    """Issue 16 item 3: a backup with vrrp_enable 1 -> 0 -> 1 ends as backup (keepalived's
+    last word, recorded while VRRP was off too), never a permanent second master."""
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    d.write("BACKUP")
+    wait_for(lambda: app.show()["role"] == "backup", 5, 0.02, "FIFO BACKUP applied")
+    conf = app.conf_path.read_text()
+    app.write_conf(conf.replace("vrrp_enable=1", "vrrp_enable=0"))
+    assert app.cli("reload").stdout.startswith("reloaded: master")
+    d.write("BACKUP")  # keepalived carries on: recorded, the appliance stays master
+    wait_for(lambda: (app.show()["keepalived"] or {}).get("at") != "", 5, 0.02)
+    app.write_conf(conf)
+    assert app.cli("reload").stdout.startswith("reloaded: backup")
+    info = app.show()
+    assert (info["role"], info["kernel_role"], info["awaiting_election"]) == \
+        ("backup", "backup", False), info
+    d.stop()
 
 
 def test_check_refuses_what_start_refuses_each_with_its_own_status(lab: Lab) -> None:
@@ -274,7 +325,7 @@ def test_vrrp_set_reports_the_daemons_refusal_and_ignored_orders_once(lab: Lab) 
     wait_for(lambda: (app.show().get("keepalived") or {}).get("state") == "MASTER", 5)
     served = _served(app)
     res, mods = _set(app, script, "backup", "--cause", "keepalived-notify")
-    assert res.returncode == 0 and res.stdout.startswith("ignored: keepalived's latest state "
+    assert res.returncode == 10 and res.stdout.startswith("ignored: keepalived's latest state "
                                                           "is MASTER"), res
     assert "argparse" in mods and _served(app) == served + 2  # read by the CLI, not re-sent
     assert app.show()["role"] == "master"
@@ -410,3 +461,45 @@ def test_the_lean_request_is_what_the_full_cli_sends_and_brief_answers_are_exact
             assert json.loads(serve(message, answer)) == answer, (message, answer)
     finally:
         server.close()
+
+
+def test_show_says_what_needs_action_and_exits_13(topo: Topo) -> None:
+    """Issue 16 item 7: a port down is on the first screen (text and JSON), with exit 13."""
+    app = topo.app
+    res = app.cli("vrrp", "show", check=False)
+    assert res.returncode == 0 and "NEEDS ACTION" not in res.stdout, res
+    assert "fitness:      fit to be master (by fdpi_cli vrrp track)" in res.stdout and \
+        "ports:        i0, o0: up and bridged" in res.stdout, res.stdout
+    topo.lab.run(app.ns, "ip", "link", "set", "o0", "down")
+    res = app.cli("vrrp", "show", check=False)
+    assert res.returncode == 13 and "NEEDS ACTION: o0 is down" in res.stdout, res.stdout
+    info = app.show()
+    assert info["ports"]["problems"] == ["o0 is down"] and "o0 is down" in info["attention"]
+    assert info["fitness"] == {"fit": False, "reason": "o0 is down",
+                               "by": "fdpi_cli vrrp track"}, info["fitness"]
+    topo.lab.run(app.ns, "ip", "link", "set", "o0", "up")
+    wait_for(lambda: app.cli("vrrp", "show", check=False).returncode == 0, 5, 0.1,
+             "nothing to act on once the port is up")
+
+
+def test_state_is_root_only_and_stop_writes_stopped_metrics(
+        topo: Topo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17.7: state.json holds vrrp_auth_pass. Issue 16: role="stopped" is written."""
+    app = topo.app
+    assert (app.run_dir / "state.json").stat().st_mode & 0o777 == 0o600
+    metrics = topo.lab.path("skat_plugin.prom")
+    monkeypatch.setenv("SKAT_METRICS_FILE", str(metrics))
+    assert app.cli("stop").stdout == "stopped\n"
+    text = metrics.read_text()
+    assert 'skat_plugin_role{role="stopped"} 1' in text and \
+        'skat_plugin_role{role="master"} 0' in text, text
+    assert "skat_plugin_fit -1" in text
+
+
+def test_reload_names_a_missing_port_as_check_does(topo: Topo) -> None:
+    """Issue 16 item 9: not 'restart the plugin' (6) for a port that does not exist (11)."""
+    app = topo.app
+    app.write_conf(BASE_CONF.replace("in_dev=i0", "in_dev=i9"))
+    res = app.cli("reload", check=False)
+    assert res.returncode == 11 and "port(s) i9 do not exist" in res.stderr, res
+    assert "restart" not in res.stderr

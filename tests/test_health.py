@@ -20,7 +20,7 @@ from netlab import REPO, Lab, wait_for
 from wire import send_frames
 
 from skat_plugin import announce
-from skat_plugin.election import splitbrain, trackfile, verdict
+from skat_plugin.election import health, splitbrain, trackfile, verdict
 
 TRACK = str(REPO / "keepalived" / "track")
 
@@ -258,3 +258,21 @@ def test_split_brain_handover_in_the_track_file(lab: Lab) -> None:
     wait_verdict(app, "0", trackfile.HOLD + 1)
     held = time.monotonic() - t0
     assert 0.5 * trackfile.HOLD < held < trackfile.HOLD + 0.5, held
+
+
+def test_election_mismatch_is_an_alarm_only_when_it_lasts() -> None:
+    """Issue 16: the pure decision the daemon, `vrrp show` and the metrics share."""
+    after = health.MISMATCH_AFTER
+    # Agreement, or keepalived never spoke: nothing to say.
+    assert health.election_mismatch("master", "MASTER", 0, 100) is None
+    assert health.election_mismatch("backup", "FAULT", 0, 100) is None
+    assert health.election_mismatch("backup", "STOP", 0, 100) is None
+    assert health.election_mismatch("master", None, 0, 100) is None
+    # A switch in progress is not an alarm.
+    assert health.election_mismatch("master", "BACKUP", 100, 100 + after / 2) is None
+    two = health.election_mismatch("master", "BACKUP", 100, 100 + after + 1)
+    assert two is not None and "second gateway" in two and "vrrp set backup" in two
+    none = health.election_mismatch("backup", "MASTER", 100, 100 + after + 1)
+    assert none is not None and "no gateway" in none and "vrrp set master" in none
+    gone = health.election_mismatch(None, "MASTER", 0, 100)
+    assert gone is not None and "holds no rules" in gone

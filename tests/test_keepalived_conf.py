@@ -110,6 +110,10 @@ def test_golden_unicast_v2(tmp_path: Path) -> None:
         "weight 0",
         "init_file 1",
         "}",
+        "track_file skat_handover {",
+        'file "/run/x/handover.track"',
+        "weight 1",
+        "}",
         "vrrp_instance skat_plugin {",
         "state BACKUP",
         "interface v0",
@@ -123,7 +127,7 @@ def test_golden_unicast_v2(tmp_path: Path) -> None:
         "authentication {", "auth_type PASS", "auth_pass pa55", "}",
         "virtual_ipaddress {", "192.0.2.10/24 dev v0", "}",
         "track_interface {", "i0", "o0", "}",
-        "track_file {", "skat_fitness", "}",
+        "track_file {", "skat_fitness", "skat_handover", "}",
         'notify_master "/opt/k/notify-master"',
         'notify_backup "/opt/k/notify-backup"',
         'notify_fault "/opt/k/notify-fault"',
@@ -142,7 +146,10 @@ def test_golden_multicast_nopreempt(tmp_path: Path) -> None:
         "vrrp_script skat_track {", f'script "{SCRIPTS}/track"',
         "interval 1", "timeout 1", "fall 2", "rise 2", "}"]
     assert lines[lines.index("track_script {"):][:3] == ["track_script {", "skat_track", "}"]
-    assert not any(ln.startswith("track_file") for ln in lines)
+    # ...and no track file but the operator's handover (handover.py), weight 1.
+    assert [ln for ln in lines if ln.startswith("track_file")] == [
+        "track_file skat_handover {", "track_file {"]
+    assert lines[lines.index("track_file {"):][:3] == ["track_file {", "skat_handover", "}"]
     for absent in ("unicast_src_ip", "unicast_peer {", "vrrp_check_unicast_src",
                    "authentication {", "preempt_delay"):
         assert not any(ln.startswith(absent) for ln in lines), absent
@@ -160,8 +167,8 @@ def test_fitness_is_the_daemons_track_file_and_nothing_runs_on_a_timer(
     block = lines[lines.index("track_file skat_fitness {"):][:5]
     assert block[2:] == ["weight 0", "init_file 1", "}"], block
     instance = lines[lines.index("vrrp_instance skat_plugin {"):]
-    assert instance[instance.index("track_file {"):][:3] == ["track_file {", "skat_fitness",
-                                                              "}"]
+    assert instance[instance.index("track_file {"):][:4] == ["track_file {", "skat_fitness",
+                                                              "skat_handover", "}"]
 
 
 # (fastdpi.conf lines added to BASE, or BASE with a line removed) -> key and line in the error
@@ -240,6 +247,32 @@ def test_cli_writes_the_file_only_when_valid(tmp_path: Path,
     assert keepalived_conf.main(["--output", str(out)], str(bad)) == 6  # configuration
     assert f"{bad}:11: vrrp_priority:" in capsys.readouterr().err
     assert out.read_text() == before, "a failed run must leave the old file alone"
+
+
+@pytest.mark.parametrize("password", [*"$;&*()<|\\?~^", "a$b", "x;y", "p~q"])
+def test_every_password_the_schema_accepts_is_written_or_refused_clearly(
+        tmp_path: Path, password: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17.7: the schema takes any printable character; keepalived-config refuses the
+    ones keepalived.conf gives a meaning, naming file, line and key (no traceback)."""
+    path = tmp_path / "fastdpi.conf"
+    path.write_text(BASE + f"vrrp_version=2\nvrrp_auth_pass={password}\n")
+    assert keepalived_conf.main(["--scripts-dir", SCRIPTS], str(path)) == 6
+    err = capsys.readouterr().err
+    assert err.startswith(f"fdpi_cli: {path}:12: vrrp_auth_pass: may hold only letters"), err
+    assert "Traceback" not in err
+
+
+def test_the_written_file_is_root_only(tmp_path: Path) -> None:
+    """keepalived.conf holds vrrp_auth_pass: 0600, whatever the umask."""
+    path = tmp_path / "fastdpi.conf"
+    path.write_text(BASE + "vrrp_version=2\nvrrp_auth_pass=pa55\n")
+    out = tmp_path / "keepalived.conf"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    assert keepalived_conf.main(["--output", str(out), "--scripts-dir", SCRIPTS],
+                                str(path)) == 0
+    assert "auth_pass pa55" in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600
 
 
 def test_committed_example_is_what_the_generator_writes(lab: Lab) -> None:

@@ -344,6 +344,8 @@ def test_02_install_offline_enables_the_unit(system) -> None:
     assert "Could not execute systemctl" not in said, said
     assert said.count("/etc/dpi/fastdpi.conf does not exist") == 1, said
     assert "fdpi_cli check" in said
+    # ...and the one command that writes the election (issue 16 item 4).
+    assert "fdpi_cli vrrp keepalived-config --output /etc/keepalived/keepalived.conf" in said
     assert booted.run("systemctl", "is-enabled", "skat-plugin.service").stdout.strip() == \
         "enabled"
     for path in ("/usr/bin/fdpi_cli", "/usr/share/skat-plugin/nft/master.nft",
@@ -622,6 +624,9 @@ def test_10d_restart_with_a_wrong_port_fails_at_once_and_says_so(system) -> None
     assert "keepalived is not running" in errors, errors
     assert "skat_plugin" not in booted.ruleset()
     assert not _keepalived_active(booted)
+    # The inspector is bound to the plugin: not left active beside no rules (issue 16).
+    wait_for(lambda: booted.prop("skat-plugin-inspector.service", "ActiveState")
+             in ("inactive", "failed"), timeout=15, interval=0.2, what="the inspector down")
     booted.sh("sed -i 's/^in_dev=nope0$/in_dev=i0/' /etc/dpi/fastdpi.conf")
     booted.run("systemctl", "start", "skat-plugin.service", timeout=90)
     wait_for(lambda: _keepalived_active(booted), timeout=15, interval=0.2,
@@ -637,7 +642,7 @@ def test_10e_the_unit_can_tell_a_boot_from_a_restart(system) -> None:
     props = [f"--property={line}" for line in sandbox.splitlines()
              if "=" in line and not line.startswith("#")]
     res = booted.run("systemd-run", "--wait", "--pipe", "--quiet", *props, "/usr/bin/python3",
-                     "-c", "from skat_plugin import check; print(check.system_state())")
+                     "-c", "from skat_plugin import ports; print(ports.system_state())")
     assert res.stdout.strip() in ("running", "degraded"), res.stdout + res.stderr
 
 
@@ -708,6 +713,7 @@ def test_12_purge_keeps_only_the_operators_config(system) -> None:
     said = res.stdout + res.stderr
     assert said.count("/etc/keepalived/keepalived.conf still calls skat-plugin's scripts") \
         == 1, said
+    assert "includea of installed.conf" in said and "track_file skat_fitness" in said, said
     assert booted.run("keepalived", "-t", "-f", "/etc/keepalived/keepalived.conf",
                       check=False).returncode != 0
     assert "skat_plugin" not in booted.ruleset()

@@ -32,6 +32,38 @@ from .. import ports, state
 from ..config import Config
 from .verdict import DAEMON_DOWN, NOT_STARTED, RULES_NOT_LOADED, verdict
 
+# keepalived (notify FIFO / notify script) state -> appliance role. FAULT and STOP must not
+# leave a second master behind: they mean backup.
+KEEPALIVED_ROLE = {"MASTER": "master", "BACKUP": "backup", "FAULT": "backup", "STOP": "backup"}
+# s a difference between keepalived's last word and the kernel's role may last: a switch
+# takes milliseconds, so anything longer is not a change in progress (issue 16).
+MISMATCH_AFTER = 2.0
+
+
+def election_mismatch(kernel_role: str | None, keepalived_state: str | None,
+                      began: float, now: float, after: float = MISMATCH_AFTER) -> str | None:
+    """The alarm when the kernel's role is not keepalived's latest state, lasting longer
+    than `after` seconds; None when they agree, keepalived has not spoken, or the
+    difference is younger (a switch in progress).
+
+    kernel_role: the role whose rules the kernel holds (None: no rules); keepalived_state:
+    its latest FIFO word; began: when the difference could have begun at the earliest
+    (the later of that word and the role's last change), in the same clock as `now`.
+    The daemon calls this whenever either side changes and once `after` s later; `vrrp
+    show` and the metrics call it with what state.json recorded.
+    """
+    wanted = KEEPALIVED_ROLE.get(keepalived_state or "")
+    if wanted is None or kernel_role == wanted or now - began < after:
+        return None
+    if kernel_role == "master":
+        harm = "a second gateway beside the peer keepalived elected"
+    else:
+        harm = "keepalived elected this appliance, so the group has no gateway"
+    held = kernel_role or "no"
+    return (f"keepalived says {keepalived_state} but the kernel holds {held} rules for "
+            f"{now - began:.0f} s: {harm}; run 'fdpi_cli vrrp set {wanted}' (or restart "
+            f"keepalived) to follow the election")
+
 
 def unfit_reason(require_daemon: bool = False, daemon: bool | None = None) -> str | None:
     """Why this appliance must not be master now, or None when it is fit.

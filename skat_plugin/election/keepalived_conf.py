@@ -26,6 +26,7 @@ from ..errors import ConfigError, SkatError
 from . import trackfile
 
 INSTALLED_SCRIPTS_DIR = "/usr/share/skat-plugin/keepalived"
+HANDOVER_FILE = "handover.track"  # handover.NAME: `fdpi_cli vrrp handover` writes it
 
 # Without the daemon (--no-require-daemon) keepalived must run the track script itself: at
 # most once a second (interval is whole seconds, >= 1). fall 2: one failed run (e.g. a
@@ -35,8 +36,8 @@ TRACK_TIMEOUT = 1
 TRACK_FALL = 2
 TRACK_RISE = 2
 
-# Characters keepalived.conf gives a meaning to: comments (# !), quotes, blocks.
-_UNSAFE_PASS = re.compile(r"[#!\"'\\{}]")
+# A plain token for keepalived's parser, which gives meanings to comments (# !), quotes,
+# blocks, `$` (its variables), `~` (sequences) and more: a password is one, or it is refused.
 _SAFE = re.compile(r"\A[A-Za-z0-9_.:/@%+,=\-]+\Z")
 _SCRIPTS_DIR = re.compile(r"\A/[A-Za-z0-9_./\-]{0,200}\Z")
 
@@ -92,9 +93,10 @@ def verify(cfg: Config, scripts_dir: str) -> None:
             raise _fail(cfg, key, f"{addr} is vrrp_mgmt_vip's address; the floating "
                                   f"address cannot be an appliance's own address")
     password = cfg.get("vrrp_auth_pass")
-    if password is not None and _UNSAFE_PASS.search(password):
-        raise _fail(cfg, "vrrp_auth_pass", "contains one of # ! \" ' \\ { } which "
-                                           "keepalived.conf reads as comment, quote or block; "
+    if password is not None and not _SAFE.match(password):
+        raise _fail(cfg, "vrrp_auth_pass", "may hold only letters, digits and _ . : / @ % "
+                                           "+ , = - (keepalived.conf gives the others a "
+                                           "meaning: comments, quotes, blocks, variables); "
                                            "choose another password")
     user = cfg["vrrp_script_user"]
     try:
@@ -128,14 +130,23 @@ def _number(value: float) -> str:
 
 def _tracking(scripts_dir: str, require_daemon: bool,
               track_file: str | None) -> tuple[str, str]:
-    """The fitness check's definition and its use in the instance.
+    """The fitness check's definition and its use in the instance, and the handover file.
 
     With the daemon: the track file it writes when its verdict changes (trackfile.py),
     watched by keepalived with inotify; nothing runs on a timer. Without it, only a script
-    that keepalived runs every second can look (docs/keepalived.md, *Fitness*).
+    that keepalived runs every second can look (docs/keepalived.md, *Fitness*). Either way
+    `fdpi_cli vrrp handover` moves the gateway through the handover file (handover.py).
     """
+    track = Path(track_file or trackfile.path())
+    handover = (
+        "# `fdpi_cli vrrp handover` (maintenance): -253 lowers this appliance's priority to\n"
+        "# 1, so that the peer preempts; -254 (below -253) is FAULT; 0, or no file, changes\n"
+        "# nothing (`--cancel`). Weight 1: the number is added to the priority.\n"
+        "track_file skat_handover {\n"
+        f'    file "{_safe(track.with_name(HANDOVER_FILE))}"\n'
+        "    weight 1\n"
+        "}\n")
     if require_daemon:
-        path = _safe(track_file or str(trackfile.path()))
         return (
             "# Fit to be master? 0 = fit, anything else = FAULT (weight 0). The supervising\n"
             "# daemon (`fdpi_cli daemon`) writes its verdict when it changes (ports up and\n"
@@ -144,12 +155,13 @@ def _tracking(scripts_dir: str, require_daemon: bool,
             "# init_file 1: created as 1 while no daemon has written it (keepalived would\n"
             "# read a missing file as 0).\n"
             "track_file skat_fitness {\n"
-            f'    file "{path}"\n'
+            f'    file "{_safe(track)}"\n'
             "    weight 0\n"
             "    init_file 1\n"
-            "}\n",
+            "}\n\n" + handover,
             "    track_file {\n"
             "        skat_fitness\n"
+            "        skat_handover\n"
             "    }\n")
     return (
         "# Fit to be master? (bridges up, rules loaded, ...) Without the supervising daemon\n"
@@ -161,9 +173,12 @@ def _tracking(scripts_dir: str, require_daemon: bool,
         f"    timeout {TRACK_TIMEOUT}\n"
         f"    fall {TRACK_FALL}\n"
         f"    rise {TRACK_RISE}\n"
-        "}\n",
+        "}\n\n" + handover,
         "    track_script {\n"
         "        skat_track\n"
+        "    }\n"
+        "    track_file {\n"
+        "        skat_handover\n"
         "    }\n")
 
 
@@ -260,7 +275,8 @@ def main(argv: list[str], config_path: str) -> int:
         print(f"fdpi_cli: {e}", file=sys.stderr)
         return e.exit_code
     if args.output:
-        atomicfile.write(args.output, text)  # keepalived never reads half a file
+        # keepalived never reads half a file; root only: it holds vrrp_auth_pass.
+        atomicfile.write(args.output, text, mode=0o600)
     else:
         sys.stdout.write(text)
     return 0
