@@ -24,10 +24,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rev", help="the earlier commit (e.g. HEAD~1, a hash)")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("bench", nargs=argparse.REMAINDER,
-                    help="-- the bench's path (relative to a checkout) and its arguments")
-    a = ap.parse_args()
-    bench = a.bench[1:] if a.bench[:1] == ["--"] else a.bench
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = ap.parse_args(argv[:cut])
+    bench = argv[cut + 1:]  # the bench's path (relative to a checkout) and its arguments
     if not bench:
         ap.error("name the bench after --")
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],

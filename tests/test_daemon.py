@@ -414,3 +414,27 @@ def test_election_that_died_while_the_daemon_was_down_is_seen_at_start(lab: Lab)
     finally:
         election.kill()
         election.wait()
+
+
+def test_a_lasting_difference_from_keepalived_is_an_alarm_and_unfit(lab: Lab) -> None:
+    """Issue 16: keepalived said MASTER, the role is backup (an order given while no daemon
+    ran): after health.MISMATCH_AFTER the daemon says so at err and makes the appliance
+    unfit, so keepalived's FAULT (or the peer's takeover) restores one gateway."""
+    from skat_plugin.election import health
+
+    topo, d = topo_with_daemon(lab)
+    app = topo.app
+    d.write("MASTER")
+    wait_for(lambda: role_of(app) == "master", 5, 0.02, "MASTER applied")
+    assert d.stop() == 0
+    assert app.cli("vrrp", "set", "backup").stdout.strip() == "role: backup"  # no daemon
+    d = start_daemon(app)
+    track = app.run_dir / "keepalived.track"
+    wait_for(lambda: "keepalived says MASTER" in track.read_text(),
+             health.MISMATCH_AFTER + 3, 0.05, "unfit for the mismatch")
+    assert "election mismatch" in d.output()
+    wait_for(lambda: "keepalived says MASTER" in (d.status["election_mismatch"] or ""), 2,
+             0.02, "the mismatch in daemon.json")
+    d.write("FAULT")  # what keepalived does next: the role agrees again, fit again
+    wait_for(lambda: track.read_text().startswith("0"), 3, 0.05, "fit again")
+    assert d.status["election_mismatch"] is None

@@ -7,6 +7,7 @@ priority that orders their work within a turn:
 
      5 statefile   state.json written by another process (inotify)
     10 election    keepalived's election process (pidfd, pid file), the start-rule wait
+    15 mismatch    keepalived's word against the role: a lasting difference is an alarm
     20 orders      keepalived's notify FIFO, the control socket, SIGHUP
     30 repair      rules others removed, loaded again (nftables' events)
     30 ports       the bridge ports' links (rtnetlink)
@@ -34,6 +35,7 @@ from .context import Context
 from .election import ElectionHandler
 from .handler import Handler
 from .loop import Loop
+from .mismatch import MismatchHandler
 from .orders import DEFAULT_FIFO, OrdersHandler
 from .ports import PortsHandler
 from .presence import PresenceHandler
@@ -46,7 +48,7 @@ from .trackfile import TrackFileHandler
 
 # In the order they are made: the track file's lock first (a guardian of an earlier daemon
 # may still be writing), the orders' control socket before the watches.
-HANDLERS = [TrackFileHandler, OrdersHandler, ElectionHandler, StateFileHandler,
+HANDLERS = [TrackFileHandler, OrdersHandler, ElectionHandler, MismatchHandler, StateFileHandler,
             PresenceHandler, TableSyncHandler, PortsHandler, RepairHandler, SplitBrainHandler,
             PublishHandler]
 

@@ -33,18 +33,20 @@ class View(NamedTuple):
     since: str | None
     awaiting: bool  # master by SKAT's start rule only: keepalived has not spoken yet
     keepalived: str | None  # keepalived's last state for our instance (MASTER, BACKUP...)
+    keepalived_at: str | None  # when keepalived said it (ISO)
 
 
-UNKNOWN = View("unknown", None, None, False, None)
+UNKNOWN = View("unknown", None, None, False, None, None)
 
 
 def view_of(st: dict[str, Any] | None) -> View:
     if st is None:
-        return View("stopped", None, None, False, None)
+        return View("stopped", None, None, False, None, None)
     role = st["role"]
+    said = st.get("keepalived") or {}
     return View(role, state.config_of(st), st.get("since"),
                 bool(role == "master" and st.get("awaiting_election", False)),
-                st.get("keepalived"))
+                said.get("state"), said.get("at"))
 
 
 class Context:

@@ -15,7 +15,7 @@ from ..watch import Source
 from .context import View
 from .handler import Handler
 
-FACTS = {"ports", "rules", "split_brain"}
+FACTS = {"ports", "rules", "split_brain", "election_mismatch"}
 
 
 class TrackFileHandler(Handler):
@@ -40,8 +40,8 @@ class TrackFileHandler(Handler):
         if self.dirty:
             self.dirty = False
             facts = self.ctx.facts
-            self.file.judge(self.ctx.cfg, facts.get("rules"),
-                            bool(facts.get("split_brain")), time.monotonic())
+            self.file.judge(self.ctx.cfg, facts.get("rules"), bool(facts.get("split_brain")),
+                            time.monotonic(), facts.get("election_mismatch"))
 
     def close(self) -> None:
         self.file.close()  # unfit: no daemon judges any more

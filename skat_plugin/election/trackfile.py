@@ -82,7 +82,8 @@ class TrackFile(Source):
         self.lock_path = lock_path(self.path)
         self.written: str | None = None  # the text last written
         self.reason: str | None = None
-        self.inputs: tuple[Config | None, str | None, bool] = (None, None, False)
+        self.inputs: tuple[Config | None, str | None, bool, str | None] = \
+            (None, None, False, None)
         self.split_until = 0.0  # monotonic end of a split brain's hold
         self.lock = -1
         self.guardian: subprocess.Popen[bytes] | None = None
@@ -134,17 +135,18 @@ class TrackFile(Source):
 
     # -- the verdict -------------------------------------------------------------------------
     def judge(self, cfg: Config | None, rules: str | None, split_brain: bool,
-              now: float) -> None:
+              now: float, election: str | None = None) -> None:
         """Called by the daemon whenever one of its facts may have changed."""
         if self.lock < 0:
             return
-        self.inputs = (cfg, rules, split_brain)
+        self.inputs = (cfg, rules, split_brain, election)
         if split_brain:
             self.split_until = now + HOLD
         elif now >= self.split_until:
             self.split_until = 0.0
         problems = ports.problems(cfg.pairs) if cfg is not None else []
-        reason = verdict.verdict(cfg, rules, problems, None, split_brain or self.held())
+        reason = verdict.verdict(cfg, rules, problems, None, split_brain or self.held(),
+                                 election)
         if reason == verdict.SPLIT_BRAIN and not split_brain:
             reason += f" (held {HOLD:g} s after the last report)"
         if content(reason) == self.written:
@@ -209,7 +211,8 @@ class TrackFile(Source):
         return self.split_until if self.held() else None
 
     def run(self, now: float) -> None:
-        self.judge(*self.inputs, now)
+        cfg, rules, split_brain, election = self.inputs
+        self.judge(cfg, rules, split_brain, now, election)
 
 
 def _read(file: Path) -> str | None:

@@ -18,11 +18,13 @@ SPLIT_BRAIN = "split brain: another master sends from bras_arp_mac (vrrp_split_b
 
 
 def verdict(cfg: Config | None, rules: str | None, port_problems: list[str],
-            daemon: str | None, split_brain: bool) -> str | None:
+            daemon: str | None, split_brain: bool, election: str | None = None) -> str | None:
     """The first reason in the documented order, or None when fit.
 
     cfg: the loaded configuration (None: not started); rules, daemon: what is wrong with
-    them, or None; split_brain: a split brain is reported now.
+    them, or None; split_brain: a split brain is reported now; election: a lasting
+    difference between keepalived's word and the role (the daemon's alarm): unfit puts
+    keepalived in FAULT, whose order (or the peer's takeover) restores one gateway.
     """
     if cfg is None:
         return NOT_STARTED
@@ -32,6 +34,8 @@ def verdict(cfg: Config | None, rules: str | None, port_problems: list[str],
         return "; ".join(port_problems)
     if daemon:
         return daemon
+    if election:
+        return election
     if split_brain and cfg.get("vrrp_split_brain_handover") == 1:
         return SPLIT_BRAIN
     return None
