@@ -106,7 +106,7 @@ print(round(statistics.median(s), 1))
 from skat_plugin import state, render
 from skat_plugin.config import Config
 st = state.load()
-print(render.render(Config.from_snapshot(st["config"]), "backup", st["own_macs"]).script())
+print(render.render(state.config_of(st), "backup", st["own_macs"]).script())
 """, env=topo.app.env()).stdout
     path = lab.path("switch.nft")
     path.write_text(script)

@@ -170,7 +170,6 @@ def other(role: str) -> str:
 
 def helper_switch(n: int, rounds: int, b2b: int, gap: float, log: str, disk: str) -> None:
     from skat_plugin import control, nftapply, render, role, state
-    from skat_plugin.config import Config
 
     sys.setswitchinterval(0.0002)
     clock = CommitClock()
@@ -214,7 +213,7 @@ def helper_switch(n: int, rounds: int, b2b: int, gap: float, log: str, disk: str
             for name in ("state.json", "lock"):
                 shutil.copy(run_dir / name, Path(disk) / name)
             os.environ["SKAT_RUN_DIR"] = disk
-        cfg = Config.from_snapshot(state.load()["config"])
+        cfg = state.load_config()
         out = []
         for i in range(n + 2):
             target = other(current)

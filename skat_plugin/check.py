@@ -54,7 +54,7 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
     warnings = election_warnings(cfg)
     st = state.load()
     if st is not None:
-        running = Config.from_snapshot(st["config"])
+        running = state.config_of(st)
         if (running.in_ports, running.ports) != (cfg.in_ports, cfg.ports):
             notes.append("in_dev/out_dev differ from the running bridges: 'fdpi_cli reload' "
                          "refuses that; 'systemctl restart skat-plugin' applies it (and "
@@ -74,17 +74,14 @@ def election_warnings(cfg: Config) -> list[str]:
     """VRRP on and no election configured or running: SKAT's start rule makes this appliance
     a master, and beside a running master a second one (issue 16). The fix, in one line.
     At boot keepalived starts after the plugin: configured and enabled is enough."""
-    from . import election, role
+    from . import role
+    from .election import pidfile
 
     pidfiles = cfg.get("vrrp_election_pidfile") or []
     if not cfg.vrrp_enabled or not pidfiles:
         return []  # VRRP off, or the operator runs the election without watching it
-    for path in pidfiles:
-        try:
-            if election.proc_identity(int(Path(path).read_text().split()[0])) is not None:
-                return []  # keepalived (or ucarp) runs
-        except (OSError, ValueError, IndexError, election.Unknown):
-            continue
+    if any(pidfile.live_pid(path) is not None for path in pidfiles):
+        return []  # keepalived (or ucarp) runs
     conf = Path(keepalived_conf_path())
     configured = conf.is_file() and conf.stat().st_size > 0
     if configured and conf == Path(KEEPALIVED_CONF) and _keepalived_enabled():

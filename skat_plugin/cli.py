@@ -288,12 +288,11 @@ def _wait_for_inspector(st: dict[str, Any]) -> None:
     """The URL and server-name lists live in the inspector: reload returns once it has
     read them (or says why not), so that what the operator reloaded is what is in effect.
     st: the state the reload left (its configuration snapshot)."""
-    from .config import Config
+    from . import state
     from .redirect import apply
 
-    snapshot = st.get("config")
-    if snapshot:
-        said = apply.wait_for_inspector(Config.from_snapshot(snapshot))
+    if st.get("config"):
+        said = apply.wait_for_inspector(state.config_of(st))
         if said:
             print(said, file=sys.stderr if said.startswith("warning") else sys.stdout)
 

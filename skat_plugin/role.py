@@ -14,7 +14,6 @@ ignored (--force overrides, for an operator who knows better).
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from . import nftapply, ports, render, report, state
@@ -120,7 +119,7 @@ def reload(path: str) -> dict[str, Any]:
     cfg = config.load(path)
     with state.locked():
         old = _require_started()
-        loaded = Config.from_snapshot(old["config"])
+        loaded = state.config_of(old)
         # A port that does not exist is the error to name first (as `check` does), not a
         # restart that would take the box down and fail on the same port (issue 16).
         missing = [p for p in cfg.ports if p not in loaded.ports and ports.link_up(p) is None]
@@ -158,7 +157,7 @@ def set_role(role: str, cause: str = "cli", *, keepalived_state: str | None = No
         raise RoleError(f"unknown role {role!r}; expected master or backup")
     with state.locked():
         old = _require_started()
-        cfg = Config.from_snapshot(old["config"])
+        cfg = state.config_of(old)
         if not cfg.vrrp_enabled and keepalived_state is not None:
             # Kept for a reload that turns VRRP on again: it follows keepalived's last word.
             st = {**old, "keepalived": {"state": keepalived_state, "at": _now()}}
@@ -213,7 +212,7 @@ def keep(expected: tuple[Any, str] | None) -> tuple[tuple[Any, str] | None, str 
         sig = state.signature()
         now = nftapply.snapshot()
         current, loaded = now.digest, now.role
-        cfg = Config.from_snapshot(st["config"])
+        cfg = state.config_of(st)
         missing = render.tables_of(cfg) - now.present
         # Whatever the fingerprints say, the state's role in every table of its
         # configuration is the least (a writer may strike between a load and its check).
@@ -271,7 +270,7 @@ def _show(subscriber_counts: dict[str, Any] | None) -> dict[str, Any]:
         kernel = nftapply.loaded_role()
         return {"role": "stopped", "vrrp_enable": None, "since": None, "counters": {},
                 "kernel_role": kernel, "consistent": kernel is None}
-    cfg = Config.from_snapshot(st["config"])
+    cfg = state.config_of(st)
     live = nftapply.read_counters() or {}
     base = st.get("counters_base", {})
     kernel = nftapply.loaded_role()
@@ -370,17 +369,10 @@ def left_without_plugin() -> str | None:
     the plugin runs (its state and its rules are there)."""
     if state.load() is not None or nftapply.loaded_role() is not None:
         return None
-    from .config.schema import KEYS
-    from .election import pidfile as election
+    from .config import default
+    from .election import pidfile
 
-    keepalived = False
-    for path in KEYS["vrrp_election_pidfile"]["default"]:
-        try:
-            pid = int(Path(path).read_text().split()[0])
-            keepalived |= election.proc_identity(pid) is not None
-        except (OSError, ValueError, IndexError, election.Unknown):
-            continue
-    if keepalived:
+    if any(pidfile.live_pid(p) is not None for p in default("vrrp_election_pidfile")):
         election_text = ("keepalived still runs and may elect this appliance master, which "
                          "would serve nothing: stop it, or fix this now")
     else:

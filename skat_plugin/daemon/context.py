@@ -90,12 +90,15 @@ class Context:
         for handler in handlers:
             handler.on_state(self.view, UNKNOWN)
 
-    def apply(self, what: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run one role change; its result, or {"error": ...}. The daemon survives all."""
+    def apply(self, what: str, action: Callable[[], dict[str, Any]],
+              asked: bool = False) -> dict[str, Any]:
+        """Run one role change; its result, or {"error": ...}. The daemon survives all.
+        asked: a client's request, whose command reports a refusal itself (not twice)."""
         try:
             result = action()
         except SkatError as e:
-            report.warning(f"{what}: {e}")
+            if not asked:
+                report.warning(f"{what}: {e}")
             return {"error": str(e), "exit_code": e.exit_code}
         except Exception as e:  # a bug must not take the supervisor down
             report.error(f"{what}: internal error: {e!r}")

@@ -1,9 +1,10 @@
 """keepalived's word against the role (issue 16): a difference that lasts longer than a
-switch takes is an alarm. It is said at err in the journal, shown by `vrrp show` and the
-metrics (which judge it themselves from state.json), and it makes the appliance unfit (the
-fact "election_mismatch"): keepalived goes to FAULT, whose order makes a second master a
-backup, and whose hand-over lets the peer take a gateway that nobody serves. The decision
-is health.election_mismatch(), shared with `vrrp show`.
+switch takes is an alarm. It is said at err in the journal and shown by `vrrp show` and the
+metrics (which judge it themselves from state.json; the decision is
+health.election_mismatch(), shared). The daemon then follows keepalived's word, the
+election being the authority; while the difference stays (that switch failed), the
+appliance is unfit (the fact "election_mismatch"): keepalived's FAULT makes a second master
+a backup, and lets the peer take a gateway that nobody serves.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .. import report
+from .. import report, role
 from ..election import health
 from ..role import KEEPALIVED_ROLE
 from ..watch import Deadline, Source
@@ -54,14 +55,19 @@ class MismatchHandler(Handler):
         # A difference younger than the bound is a switch in progress: look again then.
         self.deadline.at = (now + max(0.0, self.began + health.MISMATCH_AFTER - time.time())
                             if differs and reason is None else None)
-        if reason and not self.reason:
-            report.error(f"election mismatch: {reason}", role=view.role,
+        first = bool(reason and not self.reason)
+        if first:
+            report.error(f"election mismatch: {reason}; following keepalived", role=view.role,
                          cause="election-mismatch", keepalived_state=view.keepalived)
         elif self.reason and not reason:
             report.event("keepalived's word and the role agree again", role=view.role,
                          cause="election-agrees")
         self.reason = reason
         self.ctx.report_fact("election_mismatch", reason, now)
+        if first and wanted is not None:
+            said = view.keepalived
+            self.ctx.apply("follow keepalived", lambda: role.set_role(
+                wanted, "election-mismatch", keepalived_state=said))
 
     def status(self) -> dict[str, Any]:
         return {"election_mismatch": self.reason}

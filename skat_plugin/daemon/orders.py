@@ -55,10 +55,10 @@ class OrdersHandler(Handler):
         if op == "set":
             return ctx.apply("vrrp set", lambda: role.set_role(
                 str(msg.get("role")), str(msg.get("cause") or "cli"),
-                force=bool(msg.get("force"))))
+                force=bool(msg.get("force"))), asked=True)
         if op == "reload":
             path = str(msg.get("config") or ctx.config_path)
-            return ctx.apply("reload", lambda: role.reload(path))
+            return ctx.apply("reload", lambda: role.reload(path), asked=True)
         if op == "status":
             return ctx.status()
         return {"error": f"unknown op {op!r}; expected set, reload or status"}

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 from .. import atomicfile, state
-from ..config import Config
 from ..errors import NOT_STARTED, ROLE_REFUSED, SkatError
 
 NAME = "handover.track"
@@ -95,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     st = state.load()
     if st is None:
         _fail("the plugin is not started; run 'fdpi_cli start' first", NOT_STARTED)
-    cfg = Config.from_snapshot(st["config"])
+    cfg = state.config_of(st)
     if not cfg.vrrp_enabled:
         _fail(f"vrrp_enable=0 in {cfg.source}: there is no election to hand the gateway "
               f"over through", ROLE_REFUSED)

@@ -29,7 +29,6 @@ import argparse
 import sys
 
 from .. import ports, state
-from ..config import Config
 from .verdict import DAEMON_DOWN, NOT_STARTED, RULES_NOT_LOADED, verdict
 
 # keepalived (notify FIFO / notify script) state -> appliance role. FAULT and STOP must not
@@ -73,7 +72,7 @@ def unfit_reason(require_daemon: bool = False, daemon: bool | None = None) -> st
     st = state.load()
     if st is None:
         return NOT_STARTED
-    cfg = Config.from_snapshot(st["config"])
+    cfg = state.config_of(st)
     if daemon is None:
         daemon = state.daemon_alive()
     rules = None
