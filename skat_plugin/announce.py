@@ -2,8 +2,9 @@
 
 On entering master, out of every subscriber port (in_dev), and every uplink port too with
 bras_terminate_l2=1 (the border resolves the gateway there):
-- vrrp_garp_count gratuitous ARPs for bras_arp_ip, vrrp_garp_interval apart (default 3,
-  1 s apart; keepalived's garp_master_repeat sends 5 at once);
+- vrrp_garp_count gratuitous ARPs for bras_arp_ip, vrrp_garp_interval apart (default 5,
+  0.1 s apart; keepalived's garp_master_repeat sends 5 at once): the first moves the
+  switches at once, the others cover a lost frame;
 - unsolicited NAs to ff02::1 for each IPv6 address (bras_ipv6_link_local,
   bras_ipv6_address), override flag and target link-layer option: at most
   MAX_NEIGHBOR_ADVERTISEMENT (3) of each, at least RETRANS_TIMER (1 s) apart, whatever
@@ -125,8 +126,8 @@ class Plan:
     def from_config(cls, cfg: Config) -> Plan:
         # Terminating, the border resolves the gateway on the uplink side: announce there too.
         ports = cfg.ports if cfg.terminates else cfg.in_ports
-        return cls(ports, arp_frames(cfg), int(cfg.get("vrrp_garp_count", 3)),
-                   float(cfg.get("vrrp_garp_interval", 1.0)),
+        return cls(ports, arp_frames(cfg), int(cfg.get("vrrp_garp_count", 5)),
+                   float(cfg.get("vrrp_garp_interval", 0.1)),
                    float(cfg.get("vrrp_garp_refresh", 0.0)), na_frames(cfg))
 
     @property

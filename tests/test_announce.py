@@ -54,9 +54,11 @@ def schedule(tmp_path: Path, conf: str, until: float) -> tuple[list[float], list
 
 
 def test_defaults_follow_rfc_4861_and_keepalived(tmp_path: Path) -> None:
-    """Defaults: 3 GARP 1 s apart, 3 NA 1 s apart, no refresh (keepalived's own default)."""
+    """Defaults: 5 GARP 0.1 s apart, 3 NA 1 s apart (RFC 4861 7.2.6), no refresh
+    (keepalived's own default)."""
     garp_times, na_times = schedule(tmp_path, "", 3600)
-    assert garp_times == [0.0, 1.0, 2.0] and na_times == [0.0, 1.0, 2.0]
+    assert [round(t, 3) for t in garp_times] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert na_times == [0.0, 1.0, 2.0]
 
 
 def test_unsolicited_nas_are_capped_whatever_the_burst(tmp_path: Path) -> None:
