@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BASE_CONF, VLL, VMAC
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from netlab import PYTHON, Lab, wait_for
 from scapy.layers.inet6 import (
     ICMPv6ND_NS,
@@ -217,6 +219,14 @@ def advertiser(tmp_path: Path, text: str = RA_CONF, seed: int = 1
     return adv, rec, load(tmp_path, text)
 
 
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> ra.RouterAdvertiser:
+    """One running advertiser for every hypothesis example."""
+    adv, _, cfg = advertiser(tmp_path_factory.mktemp("fuzz"))
+    adv.start(cfg, 0.0)
+    return adv
+
+
 def drive(adv: ra.RouterAdvertiser, rec: Recorder, until: float,
           rs_at: list[tuple[float, bytes]] = ()) -> None:  # type: ignore[assignment]
     """Run the advertiser as the daemon's loop would: each RS at its time, each timer when
@@ -337,6 +347,21 @@ def test_check_refuses_a_lifetime_shorter_than_the_maximum_interval(tmp_path: Pa
         message = str(e.value)
         assert "bras_icmp6_default_lifetime" in message and "6.2.1" in message, message
         assert "bras_icmp6_max_rtradv_interval (600)" in message, message
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=120), st.integers(0, 79), st.binary(min_size=1, max_size=8))
+def test_hostile_bytes_never_raise(started: ra.RouterAdvertiser, tail: bytes, at: int,
+                                   patch: bytes) -> None:
+    """Every frame the listener reads goes through solicit(): random frames, and a valid RS
+    with random bytes patched in, are refused or answered, never an exception."""
+    adv = started
+    ra.parse_rs(tail)
+    adv.solicit("i0", tail, b"", 1.0)
+    frame = bytearray(rs())
+    frame[at:at + len(patch)] = patch
+    adv.solicit("i0", bytes(frame), b"\x81\x00\x00\x05", 1.0)
+    adv.run(2.0)
 
 
 # -- on the wire -----------------------------------------------------------------------------

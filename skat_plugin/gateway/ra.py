@@ -83,7 +83,6 @@ ICMP_AT = ETH_HLEN + IP6_HLEN  # no extension headers: an RS has none in practic
 # The same defaults as schema.KEYS: an older snapshot may lack the keys.
 DEFAULTS: dict[str, int] = {
     "bras_ipv6_router_pref": 0,
-    "bras_icmp6_send_rtradv": 0,
     "bras_icmp6_min_rtradv_interval": 200,
     "bras_icmp6_max_rtradv_interval": 600,
     "bras_icmp6_rtradv_mtu": 1500,
@@ -413,7 +412,7 @@ class RouterAdvertiser:
                 "ra_sent": self.ra_sent, "ra_multicast": self.multicast_sent,
                 **self.mld.counters()}
 
-    # -- inside ----------------------------------------------------------------------------------
+    # -- one solicitation (handle() reads them; tests feed them) -------------------------------
     def solicit(self, port: str, frame: bytes, tag: bytes, now: float) -> None:
         """One RS frame read from `port` (`tag`: its VLAN tag, b"" untagged): refuse it
         cheaply when its source has an answer coming or no budget, else validate it and
@@ -454,6 +453,7 @@ class RouterAdvertiser:
         heapq.heappush(self.pending, _Pending(now + delay, self._seq, port, answer, source))
         self.pending_sources.add(source)
 
+    # -- inside ----------------------------------------------------------------------------------
     def _multicast_answer(self, port: str, tag: bytes, now: float, delay: float) -> None:
         """RFC 4861 6.2.6: the answer to an RS from :: is a multicast RA, delayed, never
         within 3 s of the link's previous one; an RA already scheduled sooner serves it."""
