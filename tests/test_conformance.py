@@ -305,3 +305,27 @@ def test_the_tshark_check_sees_a_bad_frame(tmp_path: Path) -> None:
     wrpcap(str(clean), [Ether(good), Ether(report)])
     summary, bad = expert(clean)
     assert bad == [], summary
+
+
+def test_a_reload_adds_no_multicast_ra_within_three_seconds(lab: Lab) -> None:
+    """Issue 18.4: a reload that changes the RA used to add a multicast RA 1.7 s after the
+    previous one. The daemon restarts the advertiser; the new RA waits for the 3 s."""
+    topo = build(lab, CONF)
+    daemon = start_daemon(topo.app)
+    try:
+        with Capture(lab, topo.sub, "s0", "icmp6 and ip6[40] == 134") as cap:
+            topo.app.cli("vrrp", "set", "master")
+            wait_for(lambda: daemon.status["router_advertisements"].get("ra_multicast", 0)
+                     >= 1, 5, 0.02, "the takeover RA")
+            time.sleep(1.0)
+            topo.app.write_conf(CONF + "bras_icmp6_hop_limit=33\n")
+            topo.app.cli("reload")
+            time.sleep(3.5)
+    finally:
+        daemon.stop()
+    sent = [(float(f.time), f[ICMPv6ND_RA].chlim) for f in cap.frames
+            if ICMPv6ND_RA in f and f[IPv6].dst == "ff02::1"]
+    assert len(sent) >= 2 and sent[0][1] == 64, sent
+    assert 33 in [hl for _, hl in sent], sent  # the reload's RA came, with the new value
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(sent)]
+    assert all(g >= ra.MIN_DELAY_BETWEEN_RAS - 0.02 for g in gaps), sent
