@@ -329,3 +329,64 @@ def test_a_reload_adds_no_multicast_ra_within_three_seconds(lab: Lab) -> None:
     assert 33 in [hl for _, hl in sent], sent  # the reload's RA came, with the new value
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(sent)]
     assert all(g >= ra.MIN_DELAY_BETWEEN_RAS - 0.02 for g in gaps), sent
+
+
+def test_an_mld_snooping_switch_forwards_the_subscribers_ns_once_the_master_joined(
+        lab: Lab) -> None:
+    """RFC 5798 6.4.2 in practice: between the subscriber and the appliance a switch that
+    snoops MLD and does not flood unregistered multicast (a Linux bridge with
+    mcast_snooping, its own querier, mcast_flood off on the other ports). Without the
+    master's report the subscriber's NS for the gateway never arrives; after the takeover's
+    join it does, and the answers to the switch's queries keep the membership."""
+    from conftest import BASE_CONF
+
+    sub, sw, up, host = lab.ns("sub"), lab.ns("sw"), lab.ns("up"), lab.ns("host")
+    app = lab.appliance("app", BASE_CONF + "vrrp_election_pidfile=\n")
+    lab.veth(sub, "s0", sw, "p0")
+    lab.veth(sw, "p1", app.ns, "i0")
+    lab.veth(sw, "p2", host, "h0")  # a plain host: its kernel reports its own groups
+    lab.veth(up, "u0", app.ns, "o0")
+    lab.run(sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
+            "mcast_snooping", "1", "mcast_querier", "1", "mcast_query_interval", "300",
+            "mcast_query_response_interval", "100", "mcast_startup_query_count", "30",
+            "mcast_startup_query_interval", "100")  # centiseconds: a query every second
+    for port in ("p0", "p1", "p2"):
+        lab.run(sw, "ip", "link", "set", port, "master", "br0")
+    for port in ("p1", "p2"):
+        lab.run(sw, "bridge", "link", "set", "dev", port, "mcast_flood", "off")
+    lab.run(sw, "ip", "link", "set", "br0", "up")
+    lab.run(sub, "ip", "addr", "add", "2001:db8:100::10/64", "dev", "s0", "nodad")
+    lab.run(host, "ip", "addr", "add", "2001:db8:100::77/64", "dev", "h0", "nodad")
+    app.cli("start")
+    app.cli("vrrp", "set", "master")  # the responders answer; no daemon: nobody reports
+
+    def resolves(target: str) -> bool:
+        res = lab.run(sub, "ndisc6", "-n", "-r", "1", "-w", "300", target, "s0", check=False)
+        return res.returncode == 0 and "Target link-layer" in res.stdout
+
+    def joined() -> bool:  # the gateway's group (not the subscriber's ff02::1:ff00:10)
+        members = lab.run(sw, "bridge", "mdb", "show", "dev", "br0", "port", "p1").stdout
+        return re.search(r"grp ff02::1:ff00:1\s", members) is not None
+
+    # The switch snoops once its querier runs (about 10 s after it came up, here): the
+    # host, which reported its group, is reached; the gateway, which did not, is not.
+    wait_for(lambda: resolves("2001:db8:100::77"), 60, 0.2, "the switch to snoop")
+    assert not resolves(VGUA), "the NS was flooded to the appliance"
+    assert not joined()
+    daemon = start_daemon(app)
+    try:
+        app.cli("vrrp", "set", "master")  # an order: the takeover, with its join
+        wait_for(joined, 5, 0.1, "the switch to learn the gateway's group")
+        wait_for(lambda: resolves(VGUA), 3, 0.1, "the NS to reach the master")
+        # The switch's next queries (every 3 s) are answered: the membership holds.
+        wait_for(lambda: daemon.status["router_advertisements"]["mld_queries"] >= 2, 10, 0.2,
+                 "two queries from the switch")
+        # ... within their response delay (1 s): in MLDv1, the switch's version.
+        wait_for(lambda: daemon.status["router_advertisements"]["mld_reports_sent"]
+                 >= mld.ROBUSTNESS + 1, 5, 0.2, "an answer to a query")
+        assert joined() and resolves(VGUA)
+        counters = daemon.status["router_advertisements"]
+    finally:
+        daemon.stop()
+    print(f"MLD: {counters['mld_queries']} queries from the switch heard, "
+          f"{counters['mld_reports_sent']} reports sent")
