@@ -21,10 +21,12 @@ A backup sends none.
 Budgets, because every byte from a subscriber port is hostile (issue 17.7: one subscriber's
 92k RS/s): each source (link, MAC, IP) has its own answer budget (SOURCE_BURST, then one per
 SOURCE_PERIOD); a source that has an answer pending or no budget is refused before its frame
-is even parsed, so a flood costs one recvmsg and one dict look-up a frame. At most
-READ_BATCH frames are read per handle() and SEND_BATCH answers sent per run(): the daemon's
-other timers never starve. The tables are bounded (MAX_SOURCES, MAX_PENDING); a flood from
-spoofed sources is bounded by TOTAL_RATE answers a second.
+is even parsed, so a flood costs one recvmsg and one dict look-up a frame; after
+MUTE_AFTER refusals in a row the source's MAC goes into the listener's BPF filter for
+MUTE_FOR seconds (at most MAX_MUTED a port), and the kernel drops the flood before user
+space sees it. At most READ_BATCH frames are read per handle() and SEND_BATCH answers sent
+per run(): the daemon's other timers never starve. The tables are bounded (MAX_SOURCES,
+MAX_PENDING); a flood from spoofed sources is bounded by TOTAL_RATE answers a second.
 
 The RA comes from bras_ipv6_link_local and the virtual MAC (bras_arp_mac), carries the
 source link-layer option (the virtual MAC, so hosts need no ND round trip), the MTU option
@@ -55,6 +57,7 @@ same fe80::1 from the same MAC, and a zero lifetime would make every host drop i
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import heapq
 import ipaddress
@@ -104,6 +107,9 @@ READ_BATCH = 64       # frames per handle(): the daemon's timers must not starve
 SEND_BATCH = 64       # answers per run()
 MAX_LINKS = 1024      # (port, VLAN tag) pairs with a multicast schedule
 RCVBUF = 1 << 20      # a flood's burst waits in the kernel rather than drowning others' RS
+MUTE_AFTER = 32       # refusals in a row from one source: it floods; its MAC is muted ...
+MUTE_FOR = SOURCE_PERIOD  # ... in the kernel's filter until its budget has room again
+MAX_MUTED = 16        # MACs per port (each costs 4 BPF instructions a frame)
 
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
@@ -228,6 +234,28 @@ def _rs_filter() -> list[packetsock.Instruction]:
     ]
 
 
+def _muting(macs: list[bytes]) -> list[packetsock.Instruction]:
+    """_rs_filter() behind a test of the frame's source MAC: frames from `macs` are dropped
+    in the kernel, before a byte of them is copied to user space."""
+    ldw, ldh, jeq = packetsock.LD_W_ABS, packetsock.LD_H_ABS, packetsock.JEQ_K
+    tail = _rs_filter()
+    reject = 4 * len(macs) + len(tail) - 1  # the filter's last instruction: return 0
+    out: list[packetsock.Instruction] = []
+    for mac in macs:
+        at = len(out)
+        out += [(ldw, 0, 0, 6), (jeq, 0, 2, int.from_bytes(mac[:4], "big")),
+                (ldh, 0, 0, 10), (jeq, reject - (at + 4), 0, int.from_bytes(mac[4:], "big"))]
+    return out + tail
+
+
+def _attach(sock: socket.socket, program: list[packetsock.Instruction]) -> None:
+    """Replace the socket's filter (atomic in the kernel, which copies the program)."""
+    code = packetsock.assemble(program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, packetsock.SO_ATTACH_FILTER, fprog)
+
+
 def open_listener(port: str) -> socket.socket:
     """A non-blocking packet socket on `port` that receives only Router Solicitations."""
     return packetsock.open_filtered(port, _rs_filter(), ignore_outgoing=True, auxdata=True,
@@ -261,6 +289,15 @@ class TokenBucket:
 class _Listener:
     port: str
     sock: socket.socket
+    muted: dict[bytes, float] = field(default_factory=dict)  # source MAC -> until
+
+    def mute(self, macs: dict[bytes, float]) -> None:
+        self.muted = macs
+        try:
+            _attach(self.sock, _muting(list(macs)))
+        except OSError as e:  # the plain filter stays: every RS is still read and budgeted
+            report.warning(f"router solicitations on {self.port}: cannot mute a flood: "
+                           f"{e.strerror or e}", port=self.port)
 
 
 @dataclass
@@ -300,6 +337,8 @@ class RouterAdvertiser:
         # Kept across stop()/start(): the 3 s between multicast RAs hold over a reload.
         self.last_multicast: dict[tuple[str, bytes], float] = {}
         self.mld = mld.Reporter(sender, self.rng)
+        self.refusals: dict[bytes, int] = {}        # source -> refusals since its last answer
+        self.mute_wanted: dict[tuple[str, bytes], float] = {}  # (port, MAC) -> until
         self._seq = 0
         self._all_nodes_ra = b""
         # Totals since the daemon started (for metrics and tests).
@@ -307,6 +346,7 @@ class RouterAdvertiser:
         self.rs_ignored = 0       # invalid (RFC 4861 6.1.1) or addressed to another router
         self.rs_rate_limited = 0  # over the source's (or the total) answer budget
         self.rs_coalesced = 0     # served by an answer already scheduled
+        self.rs_mutes = 0         # times a flooding source's MAC was muted in the kernel
         self.ra_sent = 0          # solicited, takeover and unsolicited, per port
         self.multicast_sent = 0   # of which to all-nodes
 
@@ -346,6 +386,8 @@ class RouterAdvertiser:
         self.pending.clear()
         self.pending_sources.clear()
         self.sources.clear()
+        self.refusals.clear()
+        self.mute_wanted.clear()
         self.mld.stop()
         self.cfg = None
 
@@ -368,21 +410,23 @@ class RouterAdvertiser:
             try:
                 frame, ancdata, _, addr = listener.sock.recvmsg(2048, socket.CMSG_SPACE(32))
             except BlockingIOError:
-                return
+                break
             except OSError as e:
                 if e.errno == errno.ENETDOWN:  # the port went down: the kernel says so once,
                     continue                   # the socket hears again once it is back up
                 report.warning(f"router solicitations on {listener.port}: {e.strerror or e}",
                                port=listener.port)
-                return
+                break
             if addr[2] == packetsock.PACKET_OUTGOING:  # the filter cannot see direction; be sure
                 continue
             self.solicit(listener.port, frame, _vlan_tag(ancdata), now)
+        self._mute(listener, now)
 
     def next_due(self) -> float | None:
         times = [link.next_at for link in self.links.values() if link.next_at is not None]
         if self.pending:
             times.append(self.pending[0].due)
+        times += [min(lst.muted.values()) for lst in self.listeners.values() if lst.muted]
         mld_due = self.mld.next_due()
         if mld_due is not None:
             times.append(mld_due)
@@ -393,6 +437,9 @@ class RouterAdvertiser:
         self.mld.run(now)
         if self.cfg is None:
             return
+        for listener in self.listeners.values():
+            if listener.muted and min(listener.muted.values()) <= now:
+                listener.mute({mac: t for mac, t in listener.muted.items() if t > now})
         for _ in range(SEND_BATCH):
             if not self.pending or self.pending[0].due > now:
                 break
@@ -409,6 +456,7 @@ class RouterAdvertiser:
     def counters(self) -> dict[str, Any]:
         return {"rs_received": self.rs_received, "rs_ignored": self.rs_ignored,
                 "rs_rate_limited": self.rs_rate_limited, "rs_coalesced": self.rs_coalesced,
+                "rs_mutes": self.rs_mutes,
                 "ra_sent": self.ra_sent, "ra_multicast": self.multicast_sent,
                 **self.mld.counters()}
 
@@ -426,9 +474,11 @@ class RouterAdvertiser:
         bucket = self.sources.get(source)
         if source in self.pending_sources:
             self.rs_coalesced += 1  # its answer is on its way
+            self._refused(port, source, frame[6:12], now)
             return
         if bucket is not None and not bucket.has(now):
             self.rs_rate_limited += 1
+            self._refused(port, source, frame[6:12], now)
             return
         sol = parse_rs(frame)
         if sol is None or not _addressed_to_us(frame, self.cfg):
@@ -452,8 +502,36 @@ class RouterAdvertiser:
         self._seq += 1
         heapq.heappush(self.pending, _Pending(now + delay, self._seq, port, answer, source))
         self.pending_sources.add(source)
+        self.refusals.pop(source, None)
+
+    def _refused(self, port: str, source: bytes, mac: bytes, now: float) -> None:
+        """Count a source's refusals in a row; at MUTE_AFTER it floods: have its MAC muted."""
+        count = self.refusals.pop(source, 0) + 1
+        self.refusals[source] = count  # re-inserted: the dict stays in order of activity
+        if len(self.refusals) > MAX_SOURCES:
+            self.refusals.pop(next(iter(self.refusals)))
+        if count >= MUTE_AFTER and len(self.mute_wanted) < MAX_MUTED:
+            self.refusals[source] = 0
+            self.mute_wanted[(port, mac)] = now + MUTE_FOR
 
     # -- inside ----------------------------------------------------------------------------------
+    def _mute(self, listener: _Listener, now: float) -> None:
+        """Sources of this port that flood: their MACs into the kernel filter, for MUTE_FOR.
+        Their frames are then dropped before user space; a muted MAC gets no answer, as it
+        would have got none anyway (its budget is spent)."""
+        wanted = {mac: until for (port, mac), until in self.mute_wanted.items()
+                  if port == listener.port and mac not in listener.muted}
+        if not wanted:
+            return
+        for key in [k for k in self.mute_wanted if k[0] == listener.port]:
+            del self.mute_wanted[key]
+        room = MAX_MUTED - len(listener.muted)
+        if room <= 0:
+            return
+        added = dict(list(wanted.items())[:room])
+        self.rs_mutes += len(added)
+        listener.mute({**listener.muted, **added})
+
     def _multicast_answer(self, port: str, tag: bytes, now: float, delay: float) -> None:
         """RFC 4861 6.2.6: the answer to an RS from :: is a multicast RA, delayed, never
         within 3 s of the link's previous one; an RA already scheduled sooner serves it."""
