@@ -48,8 +48,9 @@ An RS that arrived with a VLAN tag (single tag, moved into skb metadata by the k
 answered with the same tag (a multicast answer too, on that VLAN). Takeover and periodic RAs
 go out untagged: which VLANs have subscribers is not known here.
 
-The MLD reports for the gateway's groups (mld.py) ride along: start() starts them too, and
-their query listeners are among fds(), so the daemon needs no other event source.
+The MLD reports for the gateway's groups (mld.py) and the ICMP Time Exceeded of a gateway
+that decrements TTLs (icmp_errors.py) ride along: start() starts them too, and their
+listeners are among fds(), so the daemon needs no other event source.
 
 Leaving master sends no final RA with lifetime 0 (RFC 4861 6.2.5): the new master serves the
 same fe80::1 from the same MAC, and a zero lifetime would make every host drop its route.
@@ -70,7 +71,8 @@ from typing import Any, NamedTuple
 from .. import ndsum, packetsock, report
 from ..announce import ALL_NODES, ETH_P_IPV6, Sender, mac_bytes
 from ..config import Config
-from . import mld
+from . import icmp_errors, mld
+from .budget import TokenBucket
 
 ICMPV6 = 58
 ND_ROUTER_SOLICIT = 133
@@ -262,29 +264,6 @@ def open_listener(port: str) -> socket.socket:
                                     rcvbuf=RCVBUF)
 
 
-class TokenBucket:
-    """`rate` answers a second on average, `burst` at once."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.at = now
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
-        self.at = now
-
-    def has(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= 1
-
-    def take(self, now: float) -> bool:
-        if self.has(now):
-            self.tokens -= 1
-            return True
-        return False
-
-
 @dataclass
 class _Listener:
     port: str
@@ -337,6 +316,7 @@ class RouterAdvertiser:
         # Kept across stop()/start(): the 3 s between multicast RAs hold over a reload.
         self.last_multicast: dict[tuple[str, bytes], float] = {}
         self.mld = mld.Reporter(sender, self.rng)
+        self.icmp = icmp_errors.TimeExceeded(sender)
         self.refusals: dict[bytes, int] = {}        # source -> refusals since its last answer
         self.mute_wanted: dict[tuple[str, bytes], float] = {}  # (port, MAC) -> until
         self._seq = 0
@@ -357,6 +337,7 @@ class RouterAdvertiser:
         gateway has IPv6 addresses). fds() changes: re-register them."""
         self.stop()
         self.mld.start(cfg, now)
+        self.icmp.start(cfg, now)
         if not cfg.advertises_router:
             return
         self.cfg = cfg
@@ -389,6 +370,7 @@ class RouterAdvertiser:
         self.refusals.clear()
         self.mute_wanted.clear()
         self.mld.stop()
+        self.icmp.stop()
         self.cfg = None
 
     @property
@@ -397,7 +379,7 @@ class RouterAdvertiser:
 
     # -- event source --------------------------------------------------------------------------
     def fds(self) -> list[int]:
-        return list(self.listeners) + self.mld.fds()
+        return list(self.listeners) + self.mld.fds() + self.icmp.fds()
 
     def handle(self, fd: int, now: float) -> None:
         """Read the pending RS on `fd` (up to READ_BATCH; poll says when more wait) and
@@ -405,6 +387,7 @@ class RouterAdvertiser:
         listener = self.listeners.get(fd)
         if listener is None or self.cfg is None:
             self.mld.handle(fd, now)
+            self.icmp.handle(fd, now)
             return
         for _ in range(READ_BATCH):
             try:
@@ -458,7 +441,7 @@ class RouterAdvertiser:
                 "rs_rate_limited": self.rs_rate_limited, "rs_coalesced": self.rs_coalesced,
                 "rs_mutes": self.rs_mutes,
                 "ra_sent": self.ra_sent, "ra_multicast": self.multicast_sent,
-                **self.mld.counters()}
+                **self.mld.counters(), **self.icmp.counters()}
 
     # -- one solicitation (handle() reads them; tests feed them) -------------------------------
     def solicit(self, port: str, frame: bytes, tag: bytes, now: float) -> None:
