@@ -6,8 +6,10 @@ rate limit; nothing with bras_transparency=1 or from a backup.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from netlab import Lab, wait_for
 from scapy.layers.inet import ICMP, IP, UDP, IPerror
 from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6TimeExceeded, IPerror6, IPv6
 from scapy.layers.l2 import Ether
-from wire import Capture
+from wire import Capture, send_frames
 
 from skat_plugin import config
 from skat_plugin.gateway import icmp_errors
@@ -180,3 +182,47 @@ def test_no_error_when_transparent_or_backup(lab: Lab, role: str) -> None:
     # (Transparent, the border's own Time Exceeded comes back through the gateway.)
     assert [f for f in cap.frames if IP in f and f[IP].src == VIP] == []
 
+
+
+def test_a_flood_of_expiring_packets_is_muted_in_the_kernel(lab: Lab) -> None:
+    """One subscriber sends TTL-1 packets as fast as trafgen can: it gets its rate-limited
+    errors, its MAC is muted in the port's filter (the kernel drops the copies), another
+    subscriber still gets its error, and the daemon's process stays idle."""
+    topo = build(lab, CONF)
+    daemon = start_daemon(topo.app)
+    flood_n = 300000
+    other = bytes(Ether(src="02:00:00:00:00:11", dst=VMAC)
+                  / IP(src="100.64.0.11", dst=HOST4, ttl=1) / UDP(dport=33434))
+    try:
+        topo.app.cli("vrrp", "set", "master")
+        wait_for(lambda: len(daemon.status["router_advertisements"]) > 0, 5, 0.05, "master")
+        conf = lab.path("ttl-flood.cfg")
+        conf.write_text("{ " + ", ".join(f"0x{b:02x}" for b in v4()) + " }\n")
+        pid = daemon.proc.pid
+        cpu = _cpu(pid)
+        with Capture(lab, topo.sub, "s0", "icmp and ip dst 100.64.0.11") as cap:
+            began = time.monotonic()
+            flood = lab.popen(topo.sub, "trafgen", "-o", "s0", "-c", str(conf), "-n",
+                              str(flood_n), "-q")
+            time.sleep(0.5)
+            send_frames(lab, topo.sub, "s0", [other])
+            assert flood.wait(timeout=60) == 0
+            lasted = time.monotonic() - began
+            share = (_cpu(pid) - cpu) / lasted
+        wait_for(lambda: daemon.status["router_advertisements"]["ttl_expired_seen"] > 0, 3,
+                 0.1, "the daemon's counters")
+        counters = daemon.status["router_advertisements"]
+    finally:
+        daemon.stop()
+    seen = counters["ttl_expired_seen"]
+    print(f"TTL-1 flood: {flood_n} frames in {lasted:.2f} s ({flood_n / lasted:.0f}/s), "
+          f"{seen} reached the daemon, {counters['time_exceeded_sent']} errors sent, "
+          f"{counters['time_exceeded_mutes']} mutes; the daemon used {share:.0%} of a core")
+    assert len([f for f in cap.frames if f[ICMP].type == 11]) == 1  # the other's error
+    assert counters["time_exceeded_mutes"] >= 1 and seen < flood_n / 10, counters
+    assert counters["time_exceeded_sent"] <= icmp_errors.PER_DEST_BURST + lasted + 2
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -21,7 +21,9 @@ own addresses (not forwarded at all).
 
 Rate limit as the kernel's own (icmp_ratelimit 1000 ms, burst 6 per destination;
 icmp_msgs_per_sec 1000, burst 50 in all): PER_DEST_RATE/BURST and TOTAL_RATE/BURST, in
-bounded tables; READ_BATCH frames per handle().
+bounded tables; READ_BATCH frames per handle(). A subscriber that floods expiring packets
+(MUTE_AFTER refused in a row) has its MAC muted in the port's filter for MUTE_FOR: the
+kernel drops its copies before user space (its data still flows: the socket is a tap).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from .. import ndsum, packetsock, report
 from ..announce import ETH_MIN, ETH_P_IPV6, Sender, mac_bytes
 from ..config import Config
+from . import budget
 from .budget import TokenBucket
 
 ETH_P_IP = 0x0800
@@ -49,6 +52,9 @@ PER_DEST_RATE, PER_DEST_BURST = 1.0, 6       # Linux: icmp_ratelimit, XRLIM_BURS
 TOTAL_RATE, TOTAL_BURST = 1000.0, 50         # Linux: icmp_msgs_per_sec, icmp_msgs_burst
 MAX_DESTS = 4096
 READ_BATCH = 64
+MUTE_AFTER = 32   # rate-limited packets in a row from one subscriber MAC: it floods, and ...
+MUTE_FOR = 1.0    # ... its MAC is muted in the port's filter for a second (subscriber side)
+MAX_MUTED = 16
 JGT_K = 0x25
 AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 TP_STATUS_VLAN_VALID = 1 << 4
@@ -164,6 +170,10 @@ class TimeExceeded:
         self.sender = sender
         self.cfg: Config | None = None
         self.socks: dict[int, tuple[str, socket.socket]] = {}
+        self.program: list[packetsock.Instruction] = []
+        self.muted: dict[int, dict[bytes, float]] = {}  # fd -> MAC -> until
+        self.refusals: dict[tuple[str, bytes], int] = {}
+        self.mutes = 0
         self.dests: dict[str, TokenBucket] = {}
         self.total = TokenBucket(TOTAL_RATE, TOTAL_BURST, 0.0)
         self.expired = 0        # packets seen expiring at the gateway
@@ -176,7 +186,7 @@ class TimeExceeded:
         if not cfg.terminates or int(cfg.get("bras_transparency", 1)) != 0:
             return
         self.cfg = cfg
-        program = _filter(mac_bytes(cfg["bras_arp_mac"]))
+        self.program = program = _filter(mac_bytes(cfg["bras_arp_mac"]))
         for port in cfg.ports:
             try:
                 sock = packetsock.open_filtered(port, program, ignore_outgoing=True,
@@ -192,6 +202,8 @@ class TimeExceeded:
             sock.close()
         self.socks.clear()
         self.dests.clear()
+        self.muted.clear()
+        self.refusals.clear()
         self.cfg = None
 
     def fds(self) -> list[int]:
@@ -206,15 +218,16 @@ class TimeExceeded:
             try:
                 frame, ancdata, _, addr = sock.recvmsg(2048, socket.CMSG_SPACE(32))
             except BlockingIOError:
-                return
+                break
             except OSError as e:
                 if e.errno == errno.ENETDOWN:
                     continue
                 report.warning(f"ICMP time exceeded on {port}: {e.strerror or e}", port=port)
-                return
+                break
             if addr[2] == packetsock.PACKET_OUTGOING:
                 continue
             self.expire(port, frame, _vlan_tag(ancdata), now)
+        self._mute(fd, port, sock, now)
 
     def expire(self, port: str, frame: bytes, tag: bytes, now: float) -> None:
         """One packet that expires at the gateway: answer it within the limits."""
@@ -233,20 +246,53 @@ class TimeExceeded:
             bucket = self.dests[dest] = TokenBucket(PER_DEST_RATE, PER_DEST_BURST, now)
         if not bucket.has(now) or not self.total.take(now):
             self.rate_limited += 1
+            key = (port, frame[6:12])
+            self.refusals[key] = self.refusals.pop(key, 0) + 1
+            if len(self.refusals) > MAX_DESTS:
+                self.refusals.pop(next(iter(self.refusals)))
             return
         bucket.take(now)
+        self.refusals.pop((port, frame[6:12]), None)
         if tag:
             out = out[:12] + tag + out[12:]
         if self.sender.send(port, out):
             self.sent += 1
 
     def next_due(self) -> float | None:
-        return None
+        ends = [min(m.values()) for m in self.muted.values() if m]
+        return min(ends) if ends else None
 
     def run(self, now: float) -> None:
-        return None
+        """Lift the mutes whose time is over."""
+        for fd, macs in self.muted.items():
+            if macs and min(macs.values()) <= now and fd in self.socks:
+                self._filter(fd, {m: t for m, t in macs.items() if t > now})
+
+    def _mute(self, fd: int, port: str, sock: socket.socket, now: float) -> None:
+        if self.cfg is None or port not in self.cfg.in_ports:  # never the border's MAC
+            return
+        muted = self.muted.get(fd, {})
+        flooding = [mac for (p, mac), n in self.refusals.items()
+                    if p == port and n >= MUTE_AFTER and mac not in muted]
+        if not flooding or len(muted) >= MAX_MUTED:
+            return
+        for mac in flooding:
+            self.refusals.pop((port, mac), None)
+        added = {mac: now + MUTE_FOR for mac in flooding[:MAX_MUTED - len(muted)]}
+        self.mutes += len(added)
+        self._filter(fd, {**muted, **added})
+
+    def _filter(self, fd: int, macs: dict[bytes, float]) -> None:
+        port, sock = self.socks[fd]
+        try:
+            budget.attach(sock, budget.muting(list(macs), self.program))
+        except OSError as e:
+            report.warning(f"ICMP time exceeded on {port}: cannot mute a flood: "
+                           f"{e.strerror or e}", port=port)
+            return
+        self.muted[fd] = macs
 
     def counters(self) -> dict[str, Any]:
         return {"ttl_expired_seen": self.expired, "time_exceeded_sent": self.sent,
                 "time_exceeded_rate_limited": self.rate_limited,
-                "time_exceeded_not_owed": self.no_error}
+                "time_exceeded_not_owed": self.no_error, "time_exceeded_mutes": self.mutes}

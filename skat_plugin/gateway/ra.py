@@ -58,7 +58,6 @@ same fe80::1 from the same MAC, and a zero lifetime would make every host drop i
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import heapq
 import ipaddress
@@ -71,7 +70,7 @@ from typing import Any, NamedTuple
 from .. import ndsum, packetsock, report
 from ..announce import ALL_NODES, ETH_P_IPV6, Sender, mac_bytes
 from ..config import Config
-from . import icmp_errors, mld
+from . import budget, icmp_errors, mld
 from .budget import TokenBucket
 
 ICMPV6 = 58
@@ -237,25 +236,8 @@ def _rs_filter() -> list[packetsock.Instruction]:
 
 
 def _muting(macs: list[bytes]) -> list[packetsock.Instruction]:
-    """_rs_filter() behind a test of the frame's source MAC: frames from `macs` are dropped
-    in the kernel, before a byte of them is copied to user space."""
-    ldw, ldh, jeq = packetsock.LD_W_ABS, packetsock.LD_H_ABS, packetsock.JEQ_K
-    tail = _rs_filter()
-    reject = 4 * len(macs) + len(tail) - 1  # the filter's last instruction: return 0
-    out: list[packetsock.Instruction] = []
-    for mac in macs:
-        at = len(out)
-        out += [(ldw, 0, 0, 6), (jeq, 0, 2, int.from_bytes(mac[:4], "big")),
-                (ldh, 0, 0, 10), (jeq, reject - (at + 4), 0, int.from_bytes(mac[4:], "big"))]
-    return out + tail
-
-
-def _attach(sock: socket.socket, program: list[packetsock.Instruction]) -> None:
-    """Replace the socket's filter (atomic in the kernel, which copies the program)."""
-    code = packetsock.assemble(program)
-    buffer = ctypes.create_string_buffer(code, len(code))
-    fprog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buffer))
-    sock.setsockopt(socket.SOL_SOCKET, packetsock.SO_ATTACH_FILTER, fprog)
+    """_rs_filter() behind a test of the frame's source MAC (budget.muting)."""
+    return budget.muting(macs, _rs_filter())
 
 
 def open_listener(port: str) -> socket.socket:
@@ -273,7 +255,7 @@ class _Listener:
     def mute(self, macs: dict[bytes, float]) -> None:
         self.muted = macs
         try:
-            _attach(self.sock, _muting(list(macs)))
+            budget.attach(self.sock, _muting(list(macs)))
         except OSError as e:  # the plain filter stays: every RS is still read and budgeted
             report.warning(f"router solicitations on {self.port}: cannot mute a flood: "
                            f"{e.strerror or e}", port=self.port)
@@ -410,14 +392,13 @@ class RouterAdvertiser:
         if self.pending:
             times.append(self.pending[0].due)
         times += [min(lst.muted.values()) for lst in self.listeners.values() if lst.muted]
-        mld_due = self.mld.next_due()
-        if mld_due is not None:
-            times.append(mld_due)
+        times += [t for t in (self.mld.next_due(), self.icmp.next_due()) if t is not None]
         return min(times) if times else None
 
     def run(self, now: float) -> None:
         """Send what is due: unicast answers, multicast RAs (periodic or answers), MLD."""
         self.mld.run(now)
+        self.icmp.run(now)
         if self.cfg is None:
             return
         for listener in self.listeners.values():
