@@ -114,7 +114,9 @@ def _mac_hex(mac: str) -> str:
 def _nd_defines(cfg: Config) -> dict[str, str]:
     flags = 0xE0 if cfg["vrrp_nd_router_flag"] else 0x60
     dad_flags = flags & ~0x40  # the same without the solicited flag
+    bare, dad_bare = flags & ~0x20, dad_flags & ~0x20  # no TLLA: override clear (RFC 4861 7.2.4)
     d = {"nd_flags": hex(flags), "nd_dad_flags": hex(dad_flags),
+         "nd_flags_bare": hex(bare), "nd_dad_flags_bare": hex(dad_bare),
          "bras_mac_hex": _mac_hex(cfg["bras_arp_mac"])}
     for tag, key in (("gua", "bras_ipv6_address"), ("ll", "bras_ipv6_link_local")):
         addr = str(ipaddress.IPv6Address(cfg[key]))
@@ -124,9 +126,9 @@ def _nd_defines(cfg: Config) -> dict[str, str]:
         d[f"nd_{tag}_solnode"] = sol
         d[f"nd_{tag}_k_mc"] = hex(ndsum.k_with_option(sol, flags, cfg["bras_arp_mac"]))
         d[f"nd_{tag}_k_uc"] = hex(ndsum.k_with_option(addr, flags, cfg["bras_arp_mac"]))
-        d[f"nd_{tag}_k_bare"] = hex(ndsum.k_bare(addr, flags))
+        d[f"nd_{tag}_k_bare"] = hex(ndsum.k_bare(addr, bare))
         # DAD defence: NA to all-nodes, solicited clear (RFC 4861 7.2.4), from :: to ff02::1.
-        d[f"nd_{tag}_k_dad"] = hex(ndsum.k_bare(sol, dad_flags))
+        d[f"nd_{tag}_k_dad"] = hex(ndsum.k_bare(sol, dad_bare))
         d[f"nd_{tag}_k_nonce"] = hex(ndsum.k_nonce(sol, dad_flags, cfg["bras_arp_mac"]))
     return d
 

@@ -158,7 +158,9 @@ def test_master_answers_unicast_ns_with_and_without_option(topo: Topo) -> None:
         assert icmp.type == 136 and icmp.code == 0, case
         assert checksum_ok(na), case
         assert icmp.tgt == target, case
-        assert bytes(icmp)[4] == 0xE0 and (icmp.R, icmp.S, icmp.O) == (1, 1, 1), case
+        # RFC 4861 7.2.4: override set with the target link-layer option, clear without it.
+        flags = (0xE0, (1, 1, 1)) if option else (0xC0, (1, 1, 0))
+        assert bytes(icmp)[4] == flags[0] and flags[1] == (icmp.R, icmp.S, icmp.O), case
         assert (na[Ether].src, na[Ether].dst) == (VMAC, smac), case
         assert (na[IPv6].src, na[IPv6].dst, na[IPv6].hlim) == (target, src, 255), case
         if option:
@@ -173,8 +175,9 @@ def test_master_answers_unicast_ns_with_and_without_option(topo: Topo) -> None:
 
 def test_master_defends_its_addresses_against_dad(topo: Topo) -> None:
     """RFC 4862 5.4.3: a DAD probe (NS from ::) for a gateway address gets an NA to
-    all-nodes, solicited clear, override set, with a valid checksum; a probe with a nonce
-    option (Linux, RFC 7527) gets the NA with the target link-layer option."""
+    all-nodes, solicited clear, with a valid checksum; a probe with a nonce option (Linux,
+    RFC 7527) gets the NA with the target link-layer option and override, a probe without
+    one an NA of its own length: no option, override clear."""
     lab, sub = topo.lab, topo.sub
     smac = mac_of(lab, sub, "s0")
     nonce = ICMPv6NDOptSrcLLAddr(lladdr="6791f386047b")  # same shape; the type is patched
@@ -194,7 +197,8 @@ def test_master_defends_its_addresses_against_dad(topo: Topo) -> None:
             na = answers[0]
             assert (na[Ether].dst, na[IPv6].dst, na[IPv6].src) == \
                 ("33:33:00:00:00:01", "ff02::1", target)
-            assert (na[ICMPv6ND_NA].R, na[ICMPv6ND_NA].S, na[ICMPv6ND_NA].O) == (1, 0, 1)
+            # Override only with the option that carries the MAC (RFC 4861 7.2.4).
+            assert (1, 0, option) == (na[ICMPv6ND_NA].R, na[ICMPv6ND_NA].S, na[ICMPv6ND_NA].O)
             assert (ICMPv6NDOptDstLLAddr in na) == option
             if option:
                 assert na[ICMPv6NDOptDstLLAddr].lladdr == VMAC
@@ -262,5 +266,9 @@ def test_master_without_router_flag_answers_0x60(lab) -> None:
     assert len(answers) == len(probes)
     for na in answers:
         icmp = na[ICMPv6ND_NA]
-        assert bytes(icmp)[4] == 0x60 and (icmp.R, icmp.S, icmp.O) == (0, 1, 1)
+        if ICMPv6NDOptDstLLAddr in na:
+            assert bytes(icmp)[4] == 0x60 and (icmp.R, icmp.S, icmp.O) == (0, 1, 1)
+        else:  # the bare probe: no option, no override
+            assert bytes(icmp)[4] == 0x40 and (icmp.R, icmp.S, icmp.O) == (0, 1, 0)
         assert checksum_ok(na)
+    assert len([na for na in answers if ICMPv6NDOptDstLLAddr not in na]) == 1

@@ -79,7 +79,8 @@ KEYS: dict[str, dict[str, Any]] = {
     "bras_ipv6_router_pref": {"kind": "int", "default": 0, "schema": {"enum": [-1, 0, 1, 3]},
                               "expect": "-1 (no RA: not a router), 0 medium, 1 high or 3 low"},
     "bras_icmp6_send_rtradv": {"kind": "int", "default": 0, "schema": {"enum": [0, 1]},
-                               "expect": "1 (send unsolicited Router Advertisements) or 0"},
+                               "expect": "0 or 1 (periodic Router Advertisements are sent "
+                                         "either way, see docs/configuration.md)"},
     "bras_icmp6_min_rtradv_interval": {"kind": "int", "default": 200,
                                        "schema": {"type": "integer", "minimum": 3,
                                                   "maximum": 1350},
@@ -114,11 +115,12 @@ KEYS: dict[str, dict[str, Any]] = {
                             "expect": "1 (the gateway answers NS as a router) or 0"},
     "vrrp_garp_count": {"kind": "int", "default": 5,
                         "schema": {"type": "integer", "minimum": 0, "maximum": 100},
-                        "expect": "how many GARP/NA to send on takeover, 0 to 100"},
+                        "expect": "how many GARPs to send on takeover (NAs: at most 3), 0 "
+                                  "to 100"},
     "vrrp_garp_interval": {"kind": "float", "default": 0.1,
                            "schema": {"type": "number", "minimum": 0.001, "maximum": 10},
                            "expect": "seconds between takeover GARP/NA, 0.001 to 10"},
-    "vrrp_garp_refresh": {"kind": "float", "default": 1.0,
+    "vrrp_garp_refresh": {"kind": "float", "default": 0.0,
                           "schema": {"type": "number", "minimum": 0, "maximum": 3600},
                           "expect": "seconds between GARP/NA refreshes while master, 0 = off"},
     "vrrp_split_brain_handover": {"kind": "int", "default": 0, "schema": {"enum": [0, 1]},
@@ -380,6 +382,12 @@ def _gateway_checks(v: dict[str, Any], fail: Any) -> None:
                    f"{v['bras_icmp6_min_rtradv_interval']} is more than 3/4 of "
                    f"bras_icmp6_max_rtradv_interval ({v['bras_icmp6_max_rtradv_interval']}); "
                    f"RFC 4861 allows at most 0.75 x the maximum")
+    life, high = v["bras_icmp6_default_lifetime"], v["bras_icmp6_max_rtradv_interval"]
+    if 0 < life < high:  # RFC 4861 6.2.1: else hosts lose the route between two RAs
+        raise fail("bras_icmp6_default_lifetime",
+                   f"{life} is shorter than bras_icmp6_max_rtradv_interval ({high}): hosts "
+                   f"would drop the gateway between two periodic RAs; RFC 4861 6.2.1 asks for "
+                   f"0 or at least the maximum interval (default 3 x, here {3 * high})")
     mtu = v["bras_icmp6_rtradv_mtu"]
     if 0 < mtu < 1280:
         raise fail("bras_icmp6_rtradv_mtu", f"{mtu} is below IPv6's minimum MTU; expected "

@@ -2,15 +2,31 @@
 
 SKAT's BNG announces itself as the subscribers' IPv6 router. While master, and only when the
 gateway forwards IPv6 (Config.advertises_router: bras_terminate_l2=1, IPv6 keys set,
-bras_ipv6_router_pref != -1), this module:
-- answers every valid Router Solicitation on a subscriber port (in_dev) with an RA, unicast
-  to the solicitor (its link-layer address from the RS's option, else the frame's source),
-  or to all-nodes when the RS came from :: (RFC 4861 6.2.6);
-- sends one RA to all-nodes on every subscriber port at takeover, like the GARPs;
-- with bras_icmp6_send_rtradv=1, sends unsolicited RAs to all-nodes at a random interval in
-  [bras_icmp6_min_rtradv_interval, bras_icmp6_max_rtradv_interval]; the first two after
-  takeover come within 16 s at most (MAX_INITIAL_RTR_ADVERT_INTERVAL, RFC 4861 6.2.4).
+bras_ipv6_router_pref != -1), this module, per subscriber port (in_dev):
+- sends one RA to all-nodes at takeover, then unsolicited RAs to all-nodes at a random
+  interval in [bras_icmp6_min_rtradv_interval, bras_icmp6_max_rtradv_interval] for as long
+  as the master lives (RFC 4861 6.2.1/6.2.4: an advertising interface sends them; Linux
+  does not solicit again when its router expires, so without them every subscriber loses
+  its default route one router lifetime after the last RA). The first three come within
+  16 s of each other at most (MAX_INITIAL_RTR_ADVERT_INTERVAL);
+- answers valid Router Solicitations (RFC 4861 6.2.6): every answer is delayed by a random
+  0-0.5 s (MAX_RA_DELAY_TIME); an RS from a host with an address gets a unicast RA, one
+  from :: the next multicast RA, which is never closer than 3 s (MIN_DELAY_BETWEEN_RAS) to
+  the previous multicast RA on that link; one scheduled multicast RA serves every RS that
+  comes before it, and sending it restarts the link's periodic timer;
+- keeps the time of the last multicast RA per link across stop()/start(), so a reload or a
+  quick role flap adds no multicast RA within 3 s of the previous one.
 A backup sends none.
+
+Budgets, because every byte from a subscriber port is hostile (issue 17.7: one subscriber's
+92k RS/s): each source (link, MAC, IP) has its own answer budget (SOURCE_BURST, then one per
+SOURCE_PERIOD); a source that has an answer pending or no budget is refused before its frame
+is even parsed, so a flood costs one recvmsg and one dict look-up a frame; after
+MUTE_AFTER refusals in a row the source's MAC goes into the listener's BPF filter for
+MUTE_FOR seconds (at most MAX_MUTED a port), and the kernel drops the flood before user
+space sees it. At most READ_BATCH frames are read per handle() and SEND_BATCH answers sent
+per run(): the daemon's other timers never starve. The tables are bounded (MAX_SOURCES,
+MAX_PENDING); a flood from spoofed sources is bounded by TOTAL_RATE answers a second.
 
 The RA comes from bras_ipv6_link_local and the virtual MAC (bras_arp_mac), carries the
 source link-layer option (the virtual MAC, so hosts need no ND round trip), the MTU option
@@ -29,8 +45,12 @@ Answers go out through the marked socket of announce.Sender, so an RA that races
 switch to backup is dropped by the backup rule set at the port's egress.
 
 An RS that arrived with a VLAN tag (single tag, moved into skb metadata by the kernel) is
-answered with the same tag. Takeover and unsolicited RAs go out untagged: which VLANs have
-subscribers is not known here.
+answered with the same tag (a multicast answer too, on that VLAN). Takeover and periodic RAs
+go out untagged: which VLANs have subscribers is not known here.
+
+The MLD reports for the gateway's groups (mld.py) and the ICMP Time Exceeded of a gateway
+that decrements TTLs (icmp_errors.py) ride along: start() starts them too, and their
+listeners are among fds(), so the daemon needs no other event source.
 
 Leaving master sends no final RA with lifetime 0 (RFC 4861 6.2.5): the new master serves the
 same fe80::1 from the same MAC, and a zero lifetime would make every host drop its route.
@@ -39,16 +59,19 @@ same fe80::1 from the same MAC, and a zero lifetime would make every host drop i
 from __future__ import annotations
 
 import errno
+import heapq
 import ipaddress
 import random
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .. import ndsum, packetsock, report
 from ..announce import ALL_NODES, ETH_P_IPV6, Sender, mac_bytes
 from ..config import Config
+from . import budget, icmp_errors, mld
+from .budget import TokenBucket
 
 ICMPV6 = 58
 ND_ROUTER_SOLICIT = 133
@@ -64,7 +87,6 @@ ICMP_AT = ETH_HLEN + IP6_HLEN  # no extension headers: an RS has none in practic
 # The same defaults as schema.KEYS: an older snapshot may lack the keys.
 DEFAULTS: dict[str, int] = {
     "bras_ipv6_router_pref": 0,
-    "bras_icmp6_send_rtradv": 0,
     "bras_icmp6_min_rtradv_interval": 200,
     "bras_icmp6_max_rtradv_interval": 600,
     "bras_icmp6_rtradv_mtu": 1500,
@@ -75,9 +97,20 @@ DEFAULTS: dict[str, int] = {
 
 MAX_INITIAL_RTR_ADVERT_INTERVAL = 16.0  # s, RFC 4861 10
 MAX_INITIAL_RTR_ADVERTISEMENTS = 3      # the takeover RA is the first
-ANSWER_RATE = 10.0   # answers per second and port (token bucket refill)
-ANSWER_BURST = 10    # bucket size
-READ_BATCH = 64      # frames per handle(): the daemon's timers must not starve in a flood
+MAX_RA_DELAY_TIME = 0.5                 # s, RFC 4861 10: answers wait 0 to this, at random
+MIN_DELAY_BETWEEN_RAS = 3.0             # s, RFC 4861 10: between two multicast RAs on a link
+SOURCE_BURST = 3      # answers a source (link, MAC, IP) may have at once: Linux sends 3 RS
+SOURCE_PERIOD = 4.0   # s per further answer (RTR_SOLICITATION_INTERVAL)
+MAX_SOURCES = 4096    # budgets remembered; the oldest is forgotten first
+MAX_PENDING = 256     # unicast answers waiting for their delay
+TOTAL_RATE = 100.0    # answers a second in all: the bound for spoofed sources
+READ_BATCH = 64       # frames per handle(): the daemon's timers must not starve in a flood
+SEND_BATCH = 64       # answers per run()
+MAX_LINKS = 1024      # (port, VLAN tag) pairs with a multicast schedule
+RCVBUF = 1 << 20      # a flood's burst waits in the kernel rather than drowning others' RS
+MUTE_AFTER = 32       # refusals in a row from one source: it floods; its MAC is muted ...
+MUTE_FOR = SOURCE_PERIOD  # ... in the kernel's filter until its budget has room again
+MAX_MUTED = 16        # MACs per port (each costs 4 BPF instructions a frame)
 
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
@@ -202,33 +235,49 @@ def _rs_filter() -> list[packetsock.Instruction]:
     ]
 
 
+def _muting(macs: list[bytes]) -> list[packetsock.Instruction]:
+    """_rs_filter() behind a test of the frame's source MAC (budget.muting)."""
+    return budget.muting(macs, _rs_filter())
+
+
 def open_listener(port: str) -> socket.socket:
     """A non-blocking packet socket on `port` that receives only Router Solicitations."""
-    return packetsock.open_filtered(port, _rs_filter(), ignore_outgoing=True, auxdata=True)
-
-
-class TokenBucket:
-    """`rate` answers a second on average, `burst` at once."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.at = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
+    return packetsock.open_filtered(port, _rs_filter(), ignore_outgoing=True, auxdata=True,
+                                    rcvbuf=RCVBUF)
 
 
 @dataclass
 class _Listener:
     port: str
     sock: socket.socket
-    bucket: TokenBucket
+    muted: dict[bytes, float] = field(default_factory=dict)  # source MAC -> until
+
+    def mute(self, macs: dict[bytes, float]) -> None:
+        self.muted = macs
+        try:
+            budget.attach(self.sock, _muting(list(macs)))
+        except OSError as e:  # the plain filter stays: every RS is still read and budgeted
+            report.warning(f"router solicitations on {self.port}: cannot mute a flood: "
+                           f"{e.strerror or e}", port=self.port)
+
+
+@dataclass
+class _Link:
+    """One port, untagged or in one VLAN: where multicast RAs are scheduled."""
+    port: str
+    tag: bytes                      # b"" untagged, else the 4-byte 802.1Q/802.1ad tag
+    next_at: float | None = None    # the next multicast RA (periodic or an answer)
+    periodic: bool = False          # untagged links get the periodic RAs
+    initial_left: int = 0           # of the first RAs, how many more come within 16 s
+
+
+@dataclass(order=True)
+class _Pending:
+    due: float
+    seq: int
+    port: str = field(compare=False)
+    frame: bytes = field(compare=False)
+    source: bytes = field(compare=False)
 
 
 class RouterAdvertiser:
@@ -241,20 +290,36 @@ class RouterAdvertiser:
         self.rng = rng or random.Random()
         self.cfg: Config | None = None
         self.listeners: dict[int, _Listener] = {}
-        self.next_at: float | None = None
-        self.initial_left = 0
+        self.links: dict[tuple[str, bytes], _Link] = {}
+        self.pending: list[_Pending] = []           # heap of unicast answers
+        self.pending_sources: set[bytes] = set()    # sources with an answer in the heap
+        self.sources: dict[bytes, TokenBucket] = {}
+        self.total = TokenBucket(TOTAL_RATE, int(TOTAL_RATE), 0.0)
+        # Kept across stop()/start(): the 3 s between multicast RAs hold over a reload.
+        self.last_multicast: dict[tuple[str, bytes], float] = {}
+        self.mld = mld.Reporter(sender, self.rng)
+        self.icmp = icmp_errors.TimeExceeded(sender)
+        self.refusals: dict[bytes, int] = {}        # source -> refusals since its last answer
+        self.mute_wanted: dict[tuple[str, bytes], float] = {}  # (port, MAC) -> until
+        self._seq = 0
         self._all_nodes_ra = b""
         # Totals since the daemon started (for metrics and tests).
         self.rs_received = 0      # RS frames read from the ports
         self.rs_ignored = 0       # invalid (RFC 4861 6.1.1) or addressed to another router
-        self.rs_rate_limited = 0  # valid, but over the port's answer budget
+        self.rs_rate_limited = 0  # over the source's (or the total) answer budget
+        self.rs_coalesced = 0     # served by an answer already scheduled
+        self.rs_mutes = 0         # times a flooding source's MAC was muted in the kernel
         self.ra_sent = 0          # solicited, takeover and unsolicited, per port
+        self.multicast_sent = 0   # of which to all-nodes
 
     # -- role ----------------------------------------------------------------------------------
     def start(self, cfg: Config, now: float) -> None:
         """Entering master (or a new configuration while master): listen, announce, schedule.
-        Does nothing when the gateway is no IPv6 router. fds() changes: re-register them."""
+        Sends no RA when the gateway is no IPv6 router (the MLD reports still start when the
+        gateway has IPv6 addresses). fds() changes: re-register them."""
         self.stop()
+        self.mld.start(cfg, now)
+        self.icmp.start(cfg, now)
         if not cfg.advertises_router:
             return
         self.cfg = cfg
@@ -265,22 +330,30 @@ class RouterAdvertiser:
             except OSError as e:
                 report.warning(f"router solicitations on {port} go unanswered: "
                                f"{e.strerror or e}", port=port)
-                continue
-            self.listeners[sock.fileno()] = _Listener(
-                port, sock, TokenBucket(ANSWER_RATE, ANSWER_BURST, now))
-        self._send_to_all_nodes()
-        if _value(cfg, "bras_icmp6_send_rtradv"):
-            self.initial_left = MAX_INITIAL_RTR_ADVERTISEMENTS - 1
-            self.next_at = self._next_time(now)
+            else:
+                self.listeners[sock.fileno()] = _Listener(port, sock)
+            # The takeover RA, at once unless a multicast RA left this link less than 3 s ago.
+            link = _Link(port, b"", periodic=True,
+                         initial_left=MAX_INITIAL_RTR_ADVERTISEMENTS - 1)
+            link.next_at = max(now, self.last_multicast.get((port, b""), -1e9)
+                               + MIN_DELAY_BETWEEN_RAS)
+            self.links[(port, b"")] = link
+        self.run(now)
 
     def stop(self) -> None:
         """Backup or stopped: not one more RA from here (and none with lifetime 0, see above)."""
         for listener in self.listeners.values():
             listener.sock.close()
         self.listeners.clear()
+        self.links.clear()
+        self.pending.clear()
+        self.pending_sources.clear()
+        self.sources.clear()
+        self.refusals.clear()
+        self.mute_wanted.clear()
+        self.mld.stop()
+        self.icmp.stop()
         self.cfg = None
-        self.next_at = None
-        self.initial_left = 0
 
     @property
     def active(self) -> bool:
@@ -288,69 +361,182 @@ class RouterAdvertiser:
 
     # -- event source --------------------------------------------------------------------------
     def fds(self) -> list[int]:
-        return list(self.listeners)
+        return list(self.listeners) + self.mld.fds() + self.icmp.fds()
 
     def handle(self, fd: int, now: float) -> None:
-        """Read the pending RS on `fd` (up to READ_BATCH; poll says when more wait) and answer
-        the valid ones within the port's budget."""
+        """Read the pending RS on `fd` (up to READ_BATCH; poll says when more wait) and
+        schedule answers within each source's budget."""
         listener = self.listeners.get(fd)
         if listener is None or self.cfg is None:
+            self.mld.handle(fd, now)
+            self.icmp.handle(fd, now)
             return
         for _ in range(READ_BATCH):
             try:
                 frame, ancdata, _, addr = listener.sock.recvmsg(2048, socket.CMSG_SPACE(32))
             except BlockingIOError:
-                return
+                break
             except OSError as e:
                 if e.errno == errno.ENETDOWN:  # the port went down: the kernel says so once,
                     continue                   # the socket hears again once it is back up
                 report.warning(f"router solicitations on {listener.port}: {e.strerror or e}",
                                port=listener.port)
-                return
+                break
             if addr[2] == packetsock.PACKET_OUTGOING:  # the filter cannot see direction; be sure
                 continue
-            self.rs_received += 1
-            sol = parse_rs(frame)
-            if sol is None or not _addressed_to_us(frame, self.cfg):
-                self.rs_ignored += 1
-                continue
-            if not listener.bucket.take(now):
-                self.rs_rate_limited += 1
-                continue
-            answer = _answer(self.cfg, sol, frame)
-            tag = _vlan_tag(ancdata)
-            if tag:  # back into the VLAN it came from
-                answer = answer[:12] + tag + answer[12:]
-            if self.sender.send(listener.port, answer):
-                self.ra_sent += 1
+            self.solicit(listener.port, frame, _vlan_tag(ancdata), now)
+        self._mute(listener, now)
 
     def next_due(self) -> float | None:
-        return self.next_at
+        times = [link.next_at for link in self.links.values() if link.next_at is not None]
+        if self.pending:
+            times.append(self.pending[0].due)
+        times += [min(lst.muted.values()) for lst in self.listeners.values() if lst.muted]
+        times += [t for t in (self.mld.next_due(), self.icmp.next_due()) if t is not None]
+        return min(times) if times else None
 
     def run(self, now: float) -> None:
-        """Send a due unsolicited RA on every subscriber port and schedule the next one."""
-        if self.cfg is None or self.next_at is None or now < self.next_at:
+        """Send what is due: unicast answers, multicast RAs (periodic or answers), MLD."""
+        self.mld.run(now)
+        self.icmp.run(now)
+        if self.cfg is None:
             return
-        self._send_to_all_nodes()
-        self.next_at = self._next_time(now)
+        for listener in self.listeners.values():
+            if listener.muted and min(listener.muted.values()) <= now:
+                listener.mute({mac: t for mac, t in listener.muted.items() if t > now})
+        for _ in range(SEND_BATCH):
+            if not self.pending or self.pending[0].due > now:
+                break
+            answer = heapq.heappop(self.pending)
+            self.pending_sources.discard(answer.source)
+            if self.sender.send(answer.port, answer.frame):
+                self.ra_sent += 1
+        for key, link in list(self.links.items()):
+            if link.next_at is not None and now >= link.next_at:
+                self._send_multicast(link, now)
+                if not link.periodic:
+                    del self.links[key]
 
     def counters(self) -> dict[str, Any]:
         return {"rs_received": self.rs_received, "rs_ignored": self.rs_ignored,
-                "rs_rate_limited": self.rs_rate_limited, "ra_sent": self.ra_sent}
+                "rs_rate_limited": self.rs_rate_limited, "rs_coalesced": self.rs_coalesced,
+                "rs_mutes": self.rs_mutes,
+                "ra_sent": self.ra_sent, "ra_multicast": self.multicast_sent,
+                **self.mld.counters(), **self.icmp.counters()}
+
+    # -- one solicitation (handle() reads them; tests feed them) -------------------------------
+    def solicit(self, port: str, frame: bytes, tag: bytes, now: float) -> None:
+        """One RS frame read from `port` (`tag`: its VLAN tag, b"" untagged): refuse it
+        cheaply when its source has an answer coming or no budget, else validate it and
+        schedule the answer."""
+        if self.cfg is None:
+            return
+        self.rs_received += 1
+        # The source as the frame claims it (MAC, IPv6 source): enough to share budgets fairly,
+        # read before any parsing so that a flooding source costs almost nothing.
+        source = port.encode() + tag + frame[6:12] + frame[ETH_HLEN + 8:ETH_HLEN + 24]
+        bucket = self.sources.get(source)
+        if source in self.pending_sources:
+            self.rs_coalesced += 1  # its answer is on its way
+            self._refused(port, source, frame[6:12], now)
+            return
+        if bucket is not None and not bucket.has(now):
+            self.rs_rate_limited += 1
+            self._refused(port, source, frame[6:12], now)
+            return
+        sol = parse_rs(frame)
+        if sol is None or not _addressed_to_us(frame, self.cfg):
+            self.rs_ignored += 1
+            return
+        delay = self.rng.uniform(0, MAX_RA_DELAY_TIME)
+        if sol.src_ip == "::":  # it cannot receive unicast yet: the link's next multicast RA
+            self._multicast_answer(port, tag, now, delay)
+            return
+        if bucket is None:
+            if len(self.sources) >= MAX_SOURCES:
+                self.sources.pop(next(iter(self.sources)))
+            bucket = self.sources[source] = TokenBucket(1 / SOURCE_PERIOD, SOURCE_BURST, now)
+        if len(self.pending) >= MAX_PENDING or not self.total.take(now):
+            self.rs_rate_limited += 1
+            return
+        bucket.take(now)
+        answer = router_advertisement(self.cfg, sol.src_ip, sol.src_mac or frame[6:12].hex(":"))
+        if tag:  # back into the VLAN it came from
+            answer = answer[:12] + tag + answer[12:]
+        self._seq += 1
+        heapq.heappush(self.pending, _Pending(now + delay, self._seq, port, answer, source))
+        self.pending_sources.add(source)
+        self.refusals.pop(source, None)
+
+    def _refused(self, port: str, source: bytes, mac: bytes, now: float) -> None:
+        """Count a source's refusals in a row; at MUTE_AFTER it floods: have its MAC muted."""
+        count = self.refusals.pop(source, 0) + 1
+        self.refusals[source] = count  # re-inserted: the dict stays in order of activity
+        if len(self.refusals) > MAX_SOURCES:
+            self.refusals.pop(next(iter(self.refusals)))
+        if count >= MUTE_AFTER and len(self.mute_wanted) < MAX_MUTED:
+            self.refusals[source] = 0
+            self.mute_wanted[(port, mac)] = now + MUTE_FOR
 
     # -- inside ----------------------------------------------------------------------------------
-    def _send_to_all_nodes(self) -> None:
-        assert self.cfg is not None
-        for port in self.cfg.in_ports:
-            if self.sender.send(port, self._all_nodes_ra):
-                self.ra_sent += 1
+    def _mute(self, listener: _Listener, now: float) -> None:
+        """Sources of this port that flood: their MACs into the kernel filter, for MUTE_FOR.
+        Their frames are then dropped before user space; a muted MAC gets no answer, as it
+        would have got none anyway (its budget is spent)."""
+        wanted = {mac: until for (port, mac), until in self.mute_wanted.items()
+                  if port == listener.port and mac not in listener.muted}
+        if not wanted:
+            return
+        for key in [k for k in self.mute_wanted if k[0] == listener.port]:
+            del self.mute_wanted[key]
+        room = MAX_MUTED - len(listener.muted)
+        if room <= 0:
+            return
+        added = dict(list(wanted.items())[:room])
+        self.rs_mutes += len(added)
+        listener.mute({**listener.muted, **added})
 
-    def _next_time(self, now: float) -> float:
+    def _multicast_answer(self, port: str, tag: bytes, now: float, delay: float) -> None:
+        """RFC 4861 6.2.6: the answer to an RS from :: is a multicast RA, delayed, never
+        within 3 s of the link's previous one; an RA already scheduled sooner serves it."""
+        key = (port, tag)
+        last = self.last_multicast.get(key)
+        base = now
+        if last is not None and now - last < MIN_DELAY_BETWEEN_RAS:
+            base = last + MIN_DELAY_BETWEEN_RAS
+        link = self.links.get(key)
+        # An RA already due within this RS's own window serves it too.
+        if link is not None and link.next_at is not None \
+                and link.next_at <= base + MAX_RA_DELAY_TIME:
+            self.rs_coalesced += 1
+            return
+        due = base + delay
+        if link is None:
+            if len(self.links) >= MAX_LINKS:
+                self.rs_rate_limited += 1
+                return
+            link = self.links[key] = _Link(port, tag)
+        link.next_at = due
+
+    def _send_multicast(self, link: _Link, now: float) -> None:
+        frame = self._all_nodes_ra
+        if link.tag:
+            frame = frame[:12] + link.tag + frame[12:]
+        if self.sender.send(link.port, frame):
+            self.ra_sent += 1
+            self.multicast_sent += 1
+        self.last_multicast[(link.port, link.tag)] = now
+        if len(self.last_multicast) > MAX_LINKS:
+            self.last_multicast.pop(next(iter(self.last_multicast)))
+        # Sent, whatever the cause: the link's periodic timer starts again (RFC 4861 6.2.6).
+        link.next_at = self._next_time(link, now) if link.periodic else None
+
+    def _next_time(self, link: _Link, now: float) -> float:
         assert self.cfg is not None
         low = _value(self.cfg, "bras_icmp6_min_rtradv_interval")
         high = _value(self.cfg, "bras_icmp6_max_rtradv_interval")
         interval = self.rng.uniform(low, high)
-        if self.initial_left > 0:  # a lost takeover RA is repeated soon (RFC 4861 6.2.4)
-            self.initial_left -= 1
+        if link.initial_left > 0:  # a lost takeover RA is repeated soon (RFC 4861 6.2.4)
+            link.initial_left -= 1
             interval = min(interval, MAX_INITIAL_RTR_ADVERT_INTERVAL)
         return now + interval
