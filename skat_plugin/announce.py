@@ -63,9 +63,7 @@ def unsolicited_na(vmac: str, target: str, router: bool) -> bytes:
     dst = ipaddress.IPv6Address(ALL_NODES).packed
     flags = (0x80 if router else 0) | 0x20  # R, O; S (0x40) stays clear
     body = struct.pack("!BBHB3x16sBB6s", 136, 0, 0, flags, src, 2, 1, mac)
-    pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
-    checksum = ~ndsum.csum(pseudo + body) & 0xFFFF
-    body = body[:2] + struct.pack("!H", checksum) + body[4:]
+    body = body[:2] + struct.pack("!H", ndsum.icmp6_checksum(src, dst, body)) + body[4:]
     ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 255, src, dst)
     return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ip6 + body
 
@@ -80,7 +78,7 @@ def arp_frames(cfg: Config) -> list[bytes]:
 
 
 def na_frames(cfg: Config) -> list[bytes]:
-    router = bool(cfg.get("vrrp_nd_router_flag", 1))
+    router = bool(cfg.get("vrrp_nd_router_flag"))
     return [unsolicited_na(cfg["bras_arp_mac"], cfg[key], router)
             for key in ("bras_ipv6_link_local", "bras_ipv6_address") if cfg.get(key)]
 
@@ -126,9 +124,9 @@ class Plan:
     def from_config(cls, cfg: Config) -> Plan:
         # Terminating, the border resolves the gateway on the uplink side: announce there too.
         ports = cfg.ports if cfg.terminates else cfg.in_ports
-        return cls(ports, arp_frames(cfg), int(cfg.get("vrrp_garp_count", 5)),
-                   float(cfg.get("vrrp_garp_interval", 0.1)),
-                   float(cfg.get("vrrp_garp_refresh", 0.0)), na_frames(cfg))
+        return cls(ports, arp_frames(cfg), int(cfg.get("vrrp_garp_count")),
+                   float(cfg.get("vrrp_garp_interval")),
+                   float(cfg.get("vrrp_garp_refresh")), na_frames(cfg))
 
     @property
     def na_count(self) -> int:

@@ -11,6 +11,7 @@ All sums are 16-bit one's complement.
 from __future__ import annotations
 
 import ipaddress
+import struct
 
 
 def _words(data: bytes) -> list[int]:
@@ -34,6 +35,17 @@ def csum(data: bytes) -> int:
     for w in _words(data):
         total = _add(total, w)
     return total
+
+
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of data: the inverted sum."""
+    return ~csum(data) & 0xFFFF
+
+
+def icmp6_checksum(src: bytes, dst: bytes, icmp: bytes) -> int:
+    """ICMPv6's checksum (RFC 4443 2.3) over the pseudo-header (RFC 8200 8.1) and `icmp`
+    (its checksum field zero); src and dst are the packed addresses."""
+    return inet_checksum(src + dst + struct.pack("!I3xB", len(icmp), 58) + icmp)
 
 
 def solicited_node(addr: str) -> str:

@@ -121,10 +121,10 @@ def _time_exceeded_v4(cfg: Config, frame: bytes) -> tuple[str, bytes] | None:
     me = ipaddress.IPv4Address(cfg["bras_arp_ip"]).packed
     quoted = ip[:min(total, IPV4_LIMIT - 28)]
     icmp = struct.pack("!BBHI", ICMP_TIME_EXCEEDED, 0, 0, 0) + quoted
-    icmp = icmp[:2] + struct.pack("!H", ~ndsum.csum(icmp) & 0xFFFF) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", ndsum.inet_checksum(icmp)) + icmp[4:]
     head = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(icmp), 0, 0, HOP_LIMIT, 1, 0,
                        me, src.packed)
-    head = head[:10] + struct.pack("!H", ~ndsum.csum(head) & 0xFFFF) + head[12:]
+    head = head[:10] + struct.pack("!H", ndsum.inet_checksum(head)) + head[12:]
     eth = frame[6:12] + mac_bytes(cfg["bras_arp_mac"]) + struct.pack("!H", ETH_P_IP)
     return str(src), (eth + head + icmp).ljust(ETH_MIN, b"\x00")
 
@@ -145,8 +145,7 @@ def _time_exceeded_v6(cfg: Config, frame: bytes) -> tuple[str, bytes] | None:
     me = ipaddress.IPv6Address(cfg["bras_ipv6_address"]).packed
     quoted = ip[:min(length, IPV6_LIMIT - 48)]
     icmp = struct.pack("!BBHI", ICMP6_TIME_EXCEEDED, 0, 0, 0) + quoted
-    pseudo = me + src.packed + struct.pack("!I3xB", len(icmp), 58)
-    icmp = icmp[:2] + struct.pack("!H", ~ndsum.csum(pseudo + icmp) & 0xFFFF) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", ndsum.icmp6_checksum(me, src.packed, icmp)) + icmp[4:]
     head = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, HOP_LIMIT, me, src.packed)
     eth = frame[6:12] + mac_bytes(cfg["bras_arp_mac"]) + struct.pack("!H", ETH_P_IPV6)
     return str(src), eth + head + icmp
@@ -183,7 +182,7 @@ class TimeExceeded:
 
     def start(self, cfg: Config, now: float) -> None:
         self.stop()
-        if not cfg.terminates or int(cfg.get("bras_transparency", 1)) != 0:
+        if not cfg.terminates or int(cfg.get("bras_transparency")) != 0:
             return
         self.cfg = cfg
         self.program = program = _filter(mac_bytes(cfg["bras_arp_mac"]))

@@ -84,9 +84,7 @@ def _group_mac(group: str) -> bytes:
 
 def _frame(vmac: str, src: str, dst: str, icmp: bytes) -> bytes:
     s, d = ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed
-    pseudo = s + d + struct.pack("!I3xB", len(icmp), ICMPV6)
-    checksum = ~ndsum.csum(pseudo + icmp) & 0xFFFF
-    icmp = icmp[:2] + struct.pack("!H", checksum) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", ndsum.icmp6_checksum(s, d, icmp)) + icmp[4:]
     ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(HBH_ROUTER_ALERT) + len(icmp), HOP_BY_HOP, 1,
                       s, d)
     return _group_mac(dst) + mac_bytes(vmac) + struct.pack("!H", ETH_P_IPV6) + ip6 \

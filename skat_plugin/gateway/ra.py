@@ -85,16 +85,6 @@ IP6_HLEN = 40
 ICMP_AT = ETH_HLEN + IP6_HLEN  # no extension headers: an RS has none in practice
 
 # The same defaults as schema.KEYS: an older snapshot may lack the keys.
-DEFAULTS: dict[str, int] = {
-    "bras_ipv6_router_pref": 0,
-    "bras_icmp6_min_rtradv_interval": 200,
-    "bras_icmp6_max_rtradv_interval": 600,
-    "bras_icmp6_rtradv_mtu": 1500,
-    "bras_icmp6_reachable_time": 0,
-    "bras_icmp6_hop_limit": 64,
-    "bras_icmp6_default_lifetime": 1800,
-}
-
 MAX_INITIAL_RTR_ADVERT_INTERVAL = 16.0  # s, RFC 4861 10
 MAX_INITIAL_RTR_ADVERTISEMENTS = 3      # the takeover RA is the first
 MAX_RA_DELAY_TIME = 0.5                 # s, RFC 4861 10: answers wait 0 to this, at random
@@ -118,12 +108,7 @@ AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 
 
 def _value(cfg: Config, key: str) -> int:
-    return int(cfg.get(key, DEFAULTS[key]))
-
-
-def _icmp6_checksum(src: bytes, dst: bytes, icmp: bytes) -> int:
-    pseudo = src + dst + struct.pack("!I3xB", len(icmp), ICMPV6)
-    return ~ndsum.csum(pseudo + icmp) & 0xFFFF
+    return int(cfg.get(key))  # the schema's default where an old snapshot lacks the key
 
 
 # -- frames ----------------------------------------------------------------------------------
@@ -146,7 +131,7 @@ def router_advertisement(cfg: Config, dst_ip: str, dst_mac: str) -> bytes:
     mtu = _value(cfg, "bras_icmp6_rtradv_mtu")
     if mtu:
         body += struct.pack("!BBHI", OPT_MTU, 1, 0, mtu)
-    body = body[:2] + struct.pack("!H", _icmp6_checksum(src, dst, body)) + body[4:]
+    body = body[:2] + struct.pack("!H", ndsum.icmp6_checksum(src, dst, body)) + body[4:]
     ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), ICMPV6, 255, src, dst)
     return mac_bytes(dst_mac) + vmac + struct.pack("!H", ETH_P_IPV6) + ip6 + body
 
@@ -170,7 +155,7 @@ def parse_rs(frame: bytes) -> Solicitation | None:
     if icmp[0] != ND_ROUTER_SOLICIT or icmp[1] != 0:
         return None
     src, dst = ip6[8:24], ip6[24:40]
-    if _icmp6_checksum(src, dst, icmp) != 0:  # the kernel checks nothing for packet sockets
+    if ndsum.icmp6_checksum(src, dst, icmp) != 0:  # the kernel checks nothing for packet sockets
         return None
     src_ip = ipaddress.IPv6Address(src)
     if src_ip.is_multicast:

@@ -32,9 +32,7 @@ TTL = 64
 WINDOW = 65535
 
 
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071), from the product's one sum (ndsum.csum)."""
-    return ~ndsum.csum(data) & 0xFFFF
+checksum = ndsum.inet_checksum  # the Internet checksum (RFC 1071), the product's one sum
 
 
 @dataclass
