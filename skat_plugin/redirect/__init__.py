@@ -16,6 +16,9 @@ MARK_BASE = 0x534B0000
 HEARTBEAT_TIMEOUT = 1.0  # s, the @alive element's lifetime; refreshed every HEARTBEAT_EVERY
 HEARTBEAT_EVERY = 0.25
 DEFAULT_RATE = 2000  # black_list_inspect_rate: packets a second (docs/redirect.md)
+# After a request start or a ClientHello, the kernel selects the flow's next segments for
+# this long (@follow4/@follow6): a request split over segments is read whole.
+FOLLOW_MS = 500
 
 
 def enabled(values: dict) -> bool:

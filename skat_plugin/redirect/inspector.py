@@ -56,7 +56,7 @@ from .. import atomicfile, packetsock, report, state
 from ..announce import Sender, mac_bytes
 from ..config import Config
 from ..watch import inotify
-from . import HEARTBEAT_EVERY, enabled, kernel, lists, packet, port_mark
+from . import HEARTBEAT_EVERY, enabled, holds, http, kernel, lists, packet, port_mark, tls
 from .apply import STATUS_FILE
 
 RCVBUF = 4 << 20
@@ -64,6 +64,9 @@ READ_BATCH = 256
 PROGRESS_LIMIT = 0.5   # s: a loop that has not turned for this long is hung
 CHECK_EVERY = 1.0      # s: configuration, list files, socket losses, status file
 STATUS_SOON = 0.1      # s: after a decision, the status file is written within this
+ALLOW, BLOCK, MORE, REFUSE = "allow", "block", "more", "refuse"
+MAX_BODIES = 16384     # flows whose allowed request's body is still coming
+BODY_TTL = 5.0         # s: the kernel follows a flow for FOLLOW_MS only; this is plenty
 
 
 def _filter(mark: int) -> list[packetsock.Instruction]:
@@ -103,7 +106,10 @@ class Inspector:
         self.ports: dict[int, _Port] = {}
         self.sender: Sender | None = None
         self.counters = dict.fromkeys(("redirected", "forbidden", "reset", "allowed",
-                                       "uninspected_behind", "undecided", "lost"), 0)
+                                       "uninspected_behind", "undecided", "lost", "held",
+                                       "held_acked", "held_expired"), 0)
+        self.holds = holds.Holds()
+        self.bodies: dict[holds.Key, tuple[int | None, float]] = {}
         self.ready = False  # the lists of the current configuration are loaded
         self.loader: threading.Thread | None = None
         self.progress = time.monotonic()
@@ -254,37 +260,173 @@ class Inspector:
 
     def decide(self, port: _Port, frame: bytes) -> None:
         assert self.cfg is not None and self.sender is not None
-        send = self.sender.send
         seg = packet.parse(frame)
         if seg is None:  # selected but unreadable (cannot happen by the rules): let it go
             self.counters["undecided"] += 1
-            send(port.uplink, frame)
+            self.sender.send(port.uplink, frame)
             return
         dst, src = self._server_macs(seg)
-        if seg.flags & packet.SYN:  # selected only when the address is blocked
-            send(port.name, packet.reset_to_subscriber(seg))
+        key = holds.key_of(seg)
+        if self.lists.ip_blocked(seg.dst_ip):
+            self.holds.pop(key)
+            self._blocked_address(port, seg, dst, src)
+            return
+        if seg.flags & packet.SYN:
+            self._fast_open(port, seg, dst, src)
+            return
+        held = self.holds.get(key)
+        if held is None and self._in_body(key, seg):
+            self._reinject(port, [seg], dst, src)
+            return
+        if held is not None:
+            if seg.seq in held.segments:  # sent again: the sender waits for an ACK (Nagle)
+                _data, after, _last = held.data()
+                self.sender.send(port.name, packet.ack_to_subscriber(seg, after))
+                self.counters["held_acked"] += 1
+                return
+            if self.holds.add(port.name, seg) is None:
+                self._refuse(port, seg, dst, src, held.start)
+                return
+            data, after, last = held.data()
+            start = held.start
+        else:
+            data, after, last, start = seg.payload, seg.seq + len(seg.payload), seg, seg.seq
+        verdict, req = self._verdict(seg, data)
+        if verdict == MORE:
+            if held is None and self.holds.add(port.name, seg) is None:
+                self._refuse(port, seg, dst, src, start)
+                return
+            self.counters["held"] += held is None
+            return
+        segments = held.ordered() if held is not None else [seg]
+        self.holds.pop(key)
+        if verdict == REFUSE:
+            self._refuse(port, last, dst, src, start, after)
+        elif verdict == BLOCK:
+            self._block(port, last, dst, src, req, start, after,
+                        held.largest if held is not None else 0)
+        else:
+            self._reinject(port, segments, dst, src)
+
+    def _verdict(self, seg: packet.Segment, data: bytes) -> tuple[str, http.Request | None]:
+        """ALLOW, BLOCK (with the request that is, for port 80), MORE or REFUSE."""
+        if seg.dport == 443:
+            status, name = tls.server_name(data)
+            if status == tls.MORE:
+                return MORE, None
+            if status == tls.TOO_BIG:
+                return REFUSE, None
+            return (BLOCK if name and self.lists.sni_blocked(name) else ALLOW), None
+        parsed = http.parse(data)
+        for req in parsed.requests:  # pipelined: each one decided; one blocked blocks
+            if req.version == "HTTP/0.9":  # no Host to match, and no browser speaks it
+                return BLOCK, req
+            host = req.host if req.host is not None else str(seg.dst_ip)
+            if self.lists.url_blocked(host, req.path):
+                return BLOCK, req
+        if parsed.too_long:
+            return REFUSE, None
+        if parsed.incomplete:
+            return MORE, None
+        if parsed.body_left:
+            self._body_until(seg, len(data), parsed.body_left)
+        return ALLOW, None
+
+    def _body_until(self, seg: packet.Segment, length: int, left: int) -> None:
+        """An allowed request's body goes on: its segments are not request starts."""
+        if len(self.bodies) >= MAX_BODIES:
+            self.bodies.pop(next(iter(self.bodies)))
+        end = None if left < 0 else (seg.seq + length + left) & 0xFFFFFFFF
+        self.bodies[holds.key_of(seg)] = (end, time.monotonic() + BODY_TTL)
+
+    def _in_body(self, key: holds.Key, seg: packet.Segment) -> bool:
+        body = self.bodies.get(key)
+        if body is None:
+            return False
+        end, until = body
+        if time.monotonic() > until or (end is not None
+                                        and (seg.seq - end) & 0xFFFFFFFF < 0x80000000):
+            del self.bodies[key]
+            return False
+        return True
+
+    def _answer(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes,
+                req: http.Request | None, start: int, after: int, seen: int) -> None:
+        """302 (403 without black_list_redirect) to the subscriber, a reset to the server."""
+        assert self.cfg is not None and self.sender is not None
+        url = self.cfg.get("black_list_redirect")
+        host = str(seg.dst_ip) if req is None or not req.host else req.host
+        body = packet.http_answer(url, host, req.raw_path if req else "/",
+                                  req.method if req else "GET")
+        for frame in packet.answer_to_subscriber(seg, body, after,
+                                                 packet.answer_mss(seg, seen)):
+            self.sender.send(port.name, frame)
+        self.sender.send(port.uplink, packet.reset_to_server(seg, dst, src, start))
+        self.counters["redirected" if url else "forbidden"] += 1
+
+    def _block(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes,
+               req: http.Request | None, start: int, after: int, seen: int) -> None:
+        if seg.dport == 443:
+            self._refuse(port, seg, dst, src, start, after)
+            return
+        self._answer(port, seg, dst, src, req, start, after, seen)
+
+    def _refuse(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes, start: int,
+                after: int | None = None) -> None:
+        """Resets both ways: the flow is blocked, or beyond what the inspector holds."""
+        assert self.sender is not None
+        self.holds.pop(holds.key_of(seg))
+        self.sender.send(port.name, packet.reset_to_subscriber(seg, after))
+        self.sender.send(port.uplink, packet.reset_to_server(seg, dst, src, start))
+        self.counters["reset"] += 1
+
+    def _blocked_address(self, port: _Port, seg: packet.Segment, dst: bytes,
+                         src: bytes) -> None:
+        """Whatever the payload: an address on black_list_ip_file is blocked."""
+        assert self.sender is not None
+        if seg.flags & packet.SYN:  # refused, before the server saw anything
+            self.sender.send(port.name, packet.reset_to_subscriber(seg))
+            self.counters["reset"] += 1
+        elif seg.dport == 80 and seg.payload:
+            parsed = http.parse(seg.payload)
+            req = parsed.requests[0] if parsed.requests else None
+            self._answer(port, seg, dst, src, req, seg.seq, seg.seq + len(seg.payload), 0)
+        else:
+            self._refuse(port, seg, dst, src, seg.seq)
+
+    def _fast_open(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes) -> None:
+        """A SYN with data (TCP Fast Open, RFC 7413) to an address that is not blocked:
+        decided by its data. A request that is not complete in the SYN goes on without its
+        data: the server acknowledges only the SYN, and the subscriber sends the data again
+        after the handshake, where it is read as any request."""
+        assert self.sender is not None
+        verdict, _req = self._verdict(seg, seg.payload) if seg.payload else (ALLOW, None)
+        if verdict in (BLOCK, REFUSE):
+            self.sender.send(port.name, packet.reset_to_subscriber(seg))
             self.counters["reset"] += 1
             return
-        if seg.dport == 80:
-            req = packet.http_request(seg.payload)
-            if req is None:
-                self.counters["undecided"] += 1
-            elif self.lists.ip_blocked(seg.dst_ip) or self.lists.url_blocked(*req):
-                url = self.cfg.get("black_list_redirect")
-                send(port.name, packet.answer_to_subscriber(
-                    seg, packet.http_answer(url, *req)))
-                send(port.uplink, packet.reset_to_server(seg, dst, src))
-                self.counters["redirected" if url else "forbidden"] += 1
-                return
-        else:
-            name = packet.tls_server_name(seg.payload)
-            if self.lists.ip_blocked(seg.dst_ip) or (name and self.lists.sni_blocked(name)):
-                send(port.name, packet.reset_to_subscriber(seg))
-                send(port.uplink, packet.reset_to_server(seg, dst, src))
-                self.counters["reset"] += 1
-                return
-        send(port.uplink, packet.reinjected(seg, dst, src))
+        keep = verdict == ALLOW
+        self.sender.send(port.uplink, packet.reinjected(seg, dst, src, keep_data=keep))
         self.counters["allowed"] += 1
+
+    def _reinject(self, port: _Port, segments: list[packet.Segment], dst: bytes,
+                  src: bytes) -> None:
+        assert self.sender is not None
+        for seg in segments:
+            self.sender.send(port.uplink, packet.reinjected(seg, dst, src))
+        self.counters["allowed"] += 1
+
+    def expire_holds(self) -> None:
+        """Held too long (the rest never came): refused, never passed undecided."""
+        for key, held in self.holds.expired(time.monotonic()):
+            port = next((p for p in self.ports.values() if p.name == held.port), None)
+            if port is None or self.cfg is None:
+                continue
+            _data, after, last = held.data()
+            dst, src = self._server_macs(last)
+            self.holds.flows[key] = held  # _refuse pops it again
+            self._refuse(port, last, dst, src, held.start, after)
+            self.counters["held_expired"] += 1
 
     def handle(self, fd: int) -> None:
         port = self.ports.get(fd)
@@ -349,6 +491,7 @@ class Inspector:
                     if now >= next_check:
                         next_check = now + CHECK_EVERY
                         self.check_losses()
+                        self.expire_holds()
                     look = False
                     self.check_config()
                     self.watch_files()
@@ -374,6 +517,32 @@ class Inspector:
             self.write_status()
 
 
+LOCK_FILE = "inspector.lock"
+
+
+def _lock() -> int | None:
+    """One inspector per run directory (two would answer every blocked request twice and
+    reset the server twice): an flock held for the process's life, released by the kernel
+    when it ends, however it ends. None, with the reason on stderr, when another holds it."""
+    import fcntl
+    import sys
+
+    path = state.run_dir() / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        print(f"fdpi_cli inspector: another inspector (pid {other}) is running for "
+              f"{state.run_dir()}; refusing to start a second one", file=sys.stderr)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def main(argv: list[str], config_path: str | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fdpi_cli inspector",
@@ -381,6 +550,9 @@ def main(argv: list[str], config_path: str | None = None) -> int:
                     "It follows the configuration the plugin last loaded (fdpi_cli "
                     "start/reload) and the black-list files.")
     parser.parse_args(argv)
+    lock = _lock()
+    if lock is None:
+        return 1
     inspector = Inspector()
 
     def stop(_signum: int, _frame: Any) -> None:

@@ -16,7 +16,8 @@ from .. import libnft
 from . import HEARTBEAT_TIMEOUT, TABLE
 from .lists import Lists
 
-COUNTERS = ("inspected", "uninspected_down", "uninspected_overload")
+COUNTERS = ("inspected", "uninspected_down", "uninspected_overload", "uninspected_source",
+            "blocked_kernel", "blocked_down", "quic_dropped")
 
 
 def loaded() -> bool:

@@ -6,7 +6,9 @@ white space), blank lines are ignored:
     black_list_url_file   URLs without scheme: `host` blocks every URL of that host,
                           `host/path...` the URLs whose path starts with `/path...`.
                           Matched against the request's Host header (port and a final dot
-                          dropped, case ignored) and its path (as sent, case kept).
+                          dropped, case ignored) and its path (case kept), both paths
+                          normalised as a server does (http.normalise_path: percent-decoded,
+                          `//` merged, `/./` and `/../` resolved).
     black_list_ip_file    IPv4/IPv6 addresses and prefixes (`192.0.2.0/24`, `2001:db8::/32`).
                           HTTP to them is redirected, every other TCP connection reset.
     black_list_sni_file   TLS server names; `*.example.com` blocks every name under
@@ -26,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .http import normalise_path
 
 URL, IP, SNI = "black_list_url_file", "black_list_ip_file", "black_list_sni_file"
 FILE_KEYS = (URL, IP, SNI)
@@ -133,6 +136,8 @@ def parse_urls(path: str) -> dict[str, list[str]]:
         if prefix and not _PATH.match(prefix):
             raise ListError(f"{line!r}: the path has characters a request cannot carry; "
                             f"expected {expect}", path, number)
+        if prefix:  # compared as servers compare: after the request's normalisation
+            prefix = normalise_path(prefix)
         hosts.setdefault(name, []).append(prefix)
     return {h: _prefix_free(p) for h, p in hosts.items()}
 
