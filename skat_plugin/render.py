@@ -275,6 +275,6 @@ def _add_redirect(cfg: Config, role: str, files: list[str], defines: dict[str, s
         # One subscriber gets a tenth of the inspector (issue 17.5): its flood passes its
         # own packets uninspected, nobody else's.
         "source_rate": str(max(20, rate // 10)),
-        "source_burst": str(max(40, rate // 5)),
+        "source_burst": str(max(8, rate // 20)),  # under the global burst (rate // 10)
         "follow_ms": str(redirect.FOLLOW_MS),
     })

@@ -25,7 +25,7 @@ STATUS_FILE = "inspector.json"
 STATUS_STALE = 3.0
 
 INSPECTOR_COUNTERS = ("redirected", "forbidden", "reset", "allowed", "uninspected_behind",
-                      "undecided", "held", "held_expired")
+                      "undecided", "held", "held_acked", "held_expired")
 
 
 def load_lists(cfg: Config) -> None:
