@@ -91,7 +91,9 @@ def test_each_evasion_reaches_nginx_when_harmless_and_is_blocked_when_listed(lab
 
 def test_http_0_9_and_a_split_request_from_a_nagle_sender(lab: Lab) -> None:
     """HTTP/0.9 has no Host to match: refused. A sender that waits for the ACK of its first
-    segment (Nagle, no TCP_NODELAY) is acknowledged by the inspector and sends the rest."""
+    segment (Nagle, no TCP_NODELAY) sends the rest anyway: Linux's tail loss probe sends the
+    waiting data after ~2 RTT (were it to send the first segment again, the inspector ACKs
+    what it holds)."""
     topo, nginx = build(lab)
     start_inspector(topo.app)
     r = raw_request(lab, topo.sub, SERVER4, 80, [b"GET /secret\r\n"])
@@ -104,8 +106,7 @@ def test_http_0_9_and_a_split_request_from_a_nagle_sender(lab: Lab) -> None:
     assert served(ok), ok
     assert not any("secret" in line for line in nginx.seen()), nginx.seen()
     c = topo.app.show()["redirect"]["counters"]
-    # The sender sent its first segment again (no ACK came), and the inspector ACKed it.
-    assert c["held"] >= 2 and c["held_acked"] >= 1 and c["passed_uninspected"] == 0, c
+    assert c["held"] >= 2 and c["passed_uninspected"] == 0, c
 
 
 def test_a_blocked_address_is_blocked_whatever_the_payload_and_without_inspector(
