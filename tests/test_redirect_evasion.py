@@ -130,7 +130,7 @@ def test_a_blocked_address_is_blocked_whatever_the_payload_and_without_inspector
     assert got == [f"{SERVER4} 5353"], got
 
     # The inspector dies: what only the kernel decides stays blocked; the rest passes.
-    os.killpg(inspector.pid, signal.SIGKILL)
+    os.kill(inspector.pid, signal.SIGKILL)  # its guardian fails open at once
     wait_for(lambda: not alive_ports(topo.app), timeout=3, what="the heartbeat to expire")
     for addr in (BLOCKED4, BLOCKED6):
         r = curl(lab, topo.sub, "http://x.example/", *resolve("x.example", 80, addr), timeout=2)
@@ -432,3 +432,21 @@ def test_fuzz_http_tls_and_frame_parsers_raise_nothing() -> None:
         if time.monotonic() > end:
             break
     assert runs > 10_000
+
+
+def test_a_killed_inspector_fails_open_at_once(lab: Lab) -> None:
+    """The heartbeat is slow (issue 19: an idle inspector costs next to nothing); its
+    guardian removes the ports the moment the inspector dies, whatever kills it."""
+    topo, nginx = build(lab)
+    proc = start_inspector(topo.app)
+    assert raw_request(lab, topo.sub, SERVER4, 80, [b"GET / HTTP/1.1\r\nHost: blocked.example"
+                                                    b"\r\n\r\n"])["answer"].startswith(
+                                                        "HTTP/1.1 302")
+    os.kill(proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: not alive_ports(topo.app), timeout=5, what="the guardian to fail open")
+    assert time.monotonic() - killed < 1.0  # the heartbeat's timeout is 3 s
+    r = curl(lab, topo.sub, "http://blocked.example/after", *resolve("blocked.example", 80,
+                                                                     SERVER4))
+    assert r["code"] == 200 and r["time"] < 1, r
+    assert "blocked.example /after /after 200" in nginx.seen()

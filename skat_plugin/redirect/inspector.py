@@ -61,7 +61,8 @@ from .apply import STATUS_FILE
 
 RCVBUF = 4 << 20
 READ_BATCH = 256
-PROGRESS_LIMIT = 0.5   # s: a loop that has not turned for this long is hung
+PROGRESS_LIMIT = 2.0   # s: a loop that has not turned for this long is hung (it turns at
+                       # least every CHECK_EVERY)
 CHECK_EVERY = 1.0      # s: configuration, list files, socket losses, status file
 STATUS_SOON = 0.1      # s: after a decision, the status file is written within this
 ALLOW, BLOCK, MORE, REFUSE = "allow", "block", "more", "refuse"
@@ -122,6 +123,7 @@ class Inspector:
         self.notify = inotify.Inotify()
         self.watched: set[str] = set()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.guardian: int | None = None
 
     # -- configuration --------------------------------------------------------------------
     def _state_stamp(self) -> tuple | None:
@@ -157,6 +159,7 @@ class Inspector:
             ports[sock.fileno()] = _Port(port, uplink, port_mark(index), sock)
         with self.lock:
             self.ports = ports
+        self.tell_guardian({p.name: p.mark for p in ports.values()})
         self.list_stamp = ()  # read the lists of this configuration; no heartbeat before
         self.ready = False
         report.event(f"inspector: inspecting {', '.join(cfg.in_ports)}", cause="inspector")
@@ -213,6 +216,39 @@ class Inspector:
             kernel.stop_heartbeat({p.name: p.mark for p in ports.values()})
         for p in ports.values():
             p.sock.close()
+
+    # -- the guardian: fail open the moment this process dies, however it dies ---------------
+    def start_guardian(self) -> None:
+        """A child that blocks on a pipe (no CPU at all) and learns the ports from it; when
+        the pipe closes (this process ended: a crash, SIGKILL, an exception) it removes the
+        ports from @alive, so the kernel passes packets at once instead of a heartbeat
+        timeout later. Forked before any thread starts."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the guardian
+            os.close(w)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # stays until its parent is gone
+            ports: dict[str, int] = {}
+            code = 0
+            try:
+                with os.fdopen(r, "rb", buffering=0) as pipe:
+                    for line in pipe:
+                        ports = dict((name, int(mark, 16)) for name, mark in
+                                     (item.split("=") for item in line.decode().split()))
+                kernel.stop_heartbeat(ports)
+            except Exception:  # a guardian never prints a traceback
+                code = 1
+            os._exit(code)
+        os.close(r)
+        self.guardian = w
+
+    def tell_guardian(self, ports: dict[str, int]) -> None:
+        if self.guardian is None:
+            return
+        line = " ".join(f"{name}={mark:#x}" for name, mark in ports.items()) + "\n"
+        with contextlib.suppress(OSError):
+            os.write(self.guardian, line.encode())
 
     # -- the heartbeat (a thread: libnftables' delete waits for RCU, up to 30 ms) -----------
     def heartbeat_loop(self) -> None:
@@ -474,6 +510,7 @@ class Inspector:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
+        self.start_guardian()
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         poller = select.poll()
@@ -503,7 +540,8 @@ class Inspector:
                         poller.register(fd, select.POLLIN)
                     registered = set(self.ports)
                 decided = False
-                for fd, _ in poller.poll(100):
+                wait = max(0.0, next_check - time.monotonic())
+                for fd, _ in poller.poll(int(wait * 1000) + 1):
                     if fd in wake_fds:
                         look = self._drain(fd) or look
                     else:

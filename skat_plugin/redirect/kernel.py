@@ -26,13 +26,17 @@ def loaded() -> bool:
 
 
 def load_addresses(lists: Lists) -> bool:
-    """Both address sets replaced in one transaction: a packet sees the old lists or the new
+    """The address sets (hash sets of single addresses, interval sets of the rest) replaced
+    in one transaction: a packet sees the old lists or the new
     ones, never none. False when the table is not loaded (redirect off, plugin stopped)."""
-    script = [f"flush set netdev {TABLE} block4", f"flush set netdev {TABLE} block6"]
-    for name, nets in (("block4", lists.nets4), ("block6", lists.nets6)):
-        if nets:
-            script.append(f"add element netdev {TABLE} {name} {{ "
-                          + ", ".join(str(n) for n in nets) + " }")
+    script = [f"flush set netdev {TABLE} {name}"
+              for name in ("host4", "block4", "host6", "block6")]
+    for version in (4, 6):
+        hosts, ranges = lists.elements(version)
+        for name, elements in ((f"host{version}", hosts), (f"block{version}", ranges)):
+            if elements:
+                script.append(f"add element netdev {TABLE} {name} {{ "
+                              + ", ".join(elements) + " }")
     rc, _out, err = libnft.run("\n".join(script) + "\n")
     if rc != 0:
         if not loaded():
