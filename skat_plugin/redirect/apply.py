@@ -21,8 +21,9 @@ from ..config import Config
 from . import enabled, kernel, lists
 
 STATUS_FILE = "inspector.json"
-# Written every second by a live inspector; older than this means it is not running.
-STATUS_STALE = 3.0
+# Written every 2 s by a live inspector (inspector.CHECK_EVERY); older than this means it
+# is not running.
+STATUS_STALE = 5.0
 
 INSPECTOR_COUNTERS = ("redirected", "forbidden", "reset", "allowed", "uninspected_behind",
                       "undecided", "held", "held_acked", "held_expired")

@@ -2,15 +2,20 @@
 
     fdpi_cli inspector        (units/skat-plugin-inspector.service; tests and containers)
 
-The kernel (nft/redirect.nft.in) takes away the first packet of each HTTP request, each TLS
-ClientHello and each SYN to a blocked address on the subscriber ports, and hands a copy to
-this process on the loopback device, marked with its port. Every other packet never leaves
-the kernel. For each packet handed over:
+The kernel (nft/redirect.nft.in) takes away the start of each HTTP request and TLS
+ClientHello (and the next segments of its flow for a while), and TCP SYNs and data to a
+blocked address, on the subscriber ports, and hands a copy to this process on the loopback
+device, marked with its port. Every other packet never leaves the kernel. For each packet
+handed over:
 
-    SYN to a blocked address        reset to the subscriber (the server never saw it)
+    to a blocked address            SYN: reset to the subscriber (the server never saw it);
+                                    data to port 80: the notice (302/403), whatever it says
     HTTP request, blocked           302 to black_list_redirect (403 without it) to the
-      (Host + path, or address)     subscriber, with FIN; a reset to the server
+      (Host + path; http.py)        subscriber, with FIN; a reset to the server
     ClientHello, blocked name       a reset to the subscriber and one to the server
+    a request or hello cut short    held (holds.py) until the flow's next segments complete
+                                    it, then decided as a whole; reset when a bound is hit
+    a Fast Open SYN with data       decided by its data
     anything else                   re-injected, unchanged, out of the paired uplink port
                                     (with bras_terminate_l2=1 and the frame addressed to
                                     bras_arp_mac: from bras_arp_mac to bras_gateway_mac,
@@ -20,19 +25,22 @@ Every frame goes out through one packet socket marked with vrrp_socket_mark: in 
 guard drops it at the port (nft/backup.nft), whatever this process still believes.
 
 Fail-open: the kernel takes packets away only while this process keeps its ports in the
-kernel's @alive set (timeout 1 s). A thread renews them every 250 ms, but only while the
-main loop has turned within the last 500 ms and the sockets lost nothing; a dead, hung or
-drowning inspector therefore lets the traffic pass, uninspected and counted, within a
-second (at once on SIGTERM and when packets are lost).
+kernel's @alive map (timeout 3 s). A thread renews them every second (a netlink batch of
+~40 us: kernel.heartbeat), but only while the main loop has turned within PROGRESS_LIMIT and
+the sockets lost nothing. A guardian child blocks on a pipe and removes the ports the moment
+this process ends, however it ends. So a dead inspector lets the traffic pass at once, a
+hung or drowning one within 3 s (at once on SIGTERM and when packets are lost), uninspected
+and counted. Fail-closed: what the kernel decides alone (addresses on black_list_ip_file)
+stays blocked without this process (nft/redirect.nft.in).
 
 What it reads: the configuration the plugin last loaded (state.json, as `vrrp set` does),
 so `fdpi_cli reload` reaches it; the black-list files, read again when one changes (hot:
 the new lists replace the old in one step, a malformed file keeps the old lists and logs
 file and line; the address sets in the kernel are replaced in one transaction). It learns
-of both by inotify, at once; a check every second stays as a safety net. Counters go to
-$SKAT_RUN_DIR/inspector.json every second and as soon as a list is read, with the files'
-stamp it was read from (`lists_stamp`): `fdpi_cli reload` waits for that stamp, so the
-lists are in effect when it returns.
+of both by inotify, at once; a check every CHECK_EVERY stays as a safety net. Counters go
+to $SKAT_RUN_DIR/inspector.json every CHECK_EVERY, within STATUS_SOON of a decision, and as
+soon as a list is read, with the files' stamp it was read from (`lists_stamp`): `fdpi_cli
+reload` waits for that stamp, so the lists are in effect when it returns.
 """
 
 from __future__ import annotations
@@ -61,9 +69,9 @@ from .apply import STATUS_FILE
 
 RCVBUF = 4 << 20
 READ_BATCH = 256
-PROGRESS_LIMIT = 2.0   # s: a loop that has not turned for this long is hung (it turns at
-                       # least every CHECK_EVERY)
-CHECK_EVERY = 1.0      # s: configuration, list files, socket losses, status file
+CHECK_EVERY = 2.0      # s: configuration, list files, socket losses, status file (inotify
+                       # wakes the loop at once for the first two: this is a safety net)
+PROGRESS_LIMIT = CHECK_EVERY + 1.0  # s: a loop that has not turned for this long is hung
 STATUS_SOON = 0.1      # s: after a decision, the status file is written within this
 ALLOW, BLOCK, MORE, REFUSE = "allow", "block", "more", "refuse"
 MAX_BODIES = 16384     # flows whose allowed request's body is still coming
@@ -110,7 +118,7 @@ class Inspector:
                                        "uninspected_behind", "undecided", "lost", "held",
                                        "held_acked", "held_expired"), 0)
         self.holds = holds.Holds()
-        self.bodies: dict[holds.Key, tuple[int | None, float]] = {}
+        self.bodies: dict[holds.Key, tuple[int, float]] = {}
         self.ready = False  # the lists of the current configuration are loaded
         self.loader: threading.Thread | None = None
         self.progress = time.monotonic()
@@ -327,7 +335,7 @@ class Inspector:
             start = held.start
         else:
             data, after, last, start = seg.payload, seg.seq + len(seg.payload), seg, seg.seq
-        verdict, req = self._verdict(seg, data)
+        verdict, req = self._verdict(seg, data, start)
         if verdict == MORE:
             if held is None and self.holds.add(port.name, seg) is None:
                 self._refuse(port, seg, dst, src, start)
@@ -344,8 +352,10 @@ class Inspector:
         else:
             self._reinject(port, segments, dst, src)
 
-    def _verdict(self, seg: packet.Segment, data: bytes) -> tuple[str, http.Request | None]:
-        """ALLOW, BLOCK (with the request that is, for port 80), MORE or REFUSE."""
+    def _verdict(self, seg: packet.Segment, data: bytes,
+                 start: int | None = None) -> tuple[str, http.Request | None]:
+        """ALLOW, BLOCK (with the request that is, for port 80), MORE or REFUSE. `start`:
+        the sequence number of data's first byte (an allowed request's body is noted)."""
         if seg.dport == 443:
             status, name = tls.server_name(data)
             if status == tls.MORE:
@@ -364,24 +374,25 @@ class Inspector:
             return REFUSE, None
         if parsed.incomplete:
             return MORE, None
-        if parsed.body_left:
-            self._body_until(seg, len(data), parsed.body_left)
+        if parsed.body_left > 0 and start is not None:
+            self._body_until(holds.key_of(seg), (start + len(data) + parsed.body_left)
+                             & 0xFFFFFFFF)
         return ALLOW, None
 
-    def _body_until(self, seg: packet.Segment, length: int, left: int) -> None:
-        """An allowed request's body goes on: its segments are not request starts."""
+    def _body_until(self, key: holds.Key, end: int) -> None:
+        """An allowed request's body (Content-Length) goes on up to `end`: segments that
+        start before it are not request starts. (A chunked body's end is not known: its
+        segments are read as any, and chunk data is not a request.)"""
         if len(self.bodies) >= MAX_BODIES:
             self.bodies.pop(next(iter(self.bodies)))
-        end = None if left < 0 else (seg.seq + length + left) & 0xFFFFFFFF
-        self.bodies[holds.key_of(seg)] = (end, time.monotonic() + BODY_TTL)
+        self.bodies[key] = (end, time.monotonic() + BODY_TTL)
 
     def _in_body(self, key: holds.Key, seg: packet.Segment) -> bool:
         body = self.bodies.get(key)
         if body is None:
             return False
         end, until = body
-        if time.monotonic() > until or (end is not None
-                                        and (seg.seq - end) & 0xFFFFFFFF < 0x80000000):
+        if time.monotonic() > until or (seg.seq - end) & 0xFFFFFFFF < 0x80000000:
             del self.bodies[key]
             return False
         return True

@@ -13,7 +13,7 @@ python3-nftables (libnft.run). Never through `nft`.
 from __future__ import annotations
 
 from .. import libnft
-from . import HEARTBEAT_TIMEOUT, TABLE
+from . import HEARTBEAT_TIMEOUT, TABLE, nlbeat
 from .lists import Lists
 
 COUNTERS = ("inspected", "uninspected_down", "uninspected_overload", "uninspected_source",
@@ -45,11 +45,25 @@ def load_addresses(lists: Lists) -> bool:
     return True
 
 
+_beat = None  # nlbeat.Beat, made on first use (a netlink socket kept per process)
+
+
+def _netlink() -> nlbeat.Beat:
+    global _beat
+    if _beat is None:
+        _beat = nlbeat.Beat(TABLE, "alive")
+    return _beat
+
+
 def heartbeat(ports: dict[str, int]) -> bool:
     """The inspector reads `ports` (name -> mark) for HEARTBEAT_TIMEOUT more. add, delete,
     add: the element is renewed whether it was there or not, on any kernel (an `add` of an
-    existing element does not renew its timeout before Linux 6.10)."""
+    existing element does not renew its timeout before Linux 6.10). Built as netlink
+    messages (nlbeat: ~40 us of CPU instead of ~0.75 ms through libnftables); through
+    libnftables when that fails."""
     if not ports:
+        return True
+    if _netlink().renew(ports, int(HEARTBEAT_TIMEOUT * 1000)):
         return True
     plain = ", ".join(f'"{p}" : {m:#x}' for p, m in ports.items())
     ttl = f"timeout {int(HEARTBEAT_TIMEOUT * 1000)}ms"
@@ -63,7 +77,7 @@ def heartbeat(ports: dict[str, int]) -> bool:
 
 def stop_heartbeat(ports: dict[str, int]) -> None:
     """Fail open now (the inspector leaves or falls behind), not a timeout later."""
-    if not ports:
+    if not ports or _netlink().remove(ports):
         return
     plain = ", ".join(f'"{p}" : {m:#x}' for p, m in ports.items())
     libnft.run(f"add element netdev {TABLE} alive {{ {plain} }}\n"
