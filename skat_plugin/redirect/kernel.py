@@ -5,7 +5,7 @@ gateway's: a switch only flips it awake or dormant, so 100,000 blocked addresses
 loaded again by a failover. This module writes its sets and reads its counters through
 python3-nftables (libnft.run). Never through `nft`.
 
-    load_addresses(lists)  replace @block4 and @block6 in one transaction
+    load_addresses(lists)  replace the address sets (@host4/@host6, @block4/@block6)
     heartbeat(ports)       keep the inspector's ports in @alive (the kernel's fail-open)
     counters()             the kernel's counters, None when the table is not loaded
 """
@@ -13,7 +13,7 @@ python3-nftables (libnft.run). Never through `nft`.
 from __future__ import annotations
 
 from .. import libnft
-from . import HEARTBEAT_TIMEOUT, TABLE, nlbeat
+from . import HEARTBEAT_TIMEOUT, TABLE, nlbeat, nlsets
 from .lists import Lists
 
 COUNTERS = ("inspected", "uninspected_down", "uninspected_overload", "uninspected_source",
@@ -26,14 +26,20 @@ def loaded() -> bool:
 
 
 def load_addresses(lists: Lists) -> bool:
-    """The address sets (hash sets of single addresses, interval sets of the rest) replaced
-    in one transaction: a packet sees the old lists or the new
-    ones, never none. False when the table is not loaded (redirect off, plugin stopped)."""
-    script = [f"flush set netdev {TABLE} {name}"
-              for name in ("host4", "block4", "host6", "block6")]
+    """The address sets replaced: the single addresses' hash sets in one transaction built
+    as netlink messages (nlsets: a million in about a second, where libnftables' parser
+    takes ten), then the prefixes' interval sets in a second one (libnftables). A packet
+    sees each set old or new, never empty. False when the table is not loaded (redirect
+    off, plugin stopped)."""
+    hashed = nlsets.replace(TABLE, {"host4": lists.keys(4), "host6": lists.keys(6)})
+    script = [f"flush set netdev {TABLE} {name}" for name in
+              (("block4", "block6") if hashed else ("host4", "block4", "host6", "block6"))]
     for version in (4, 6):
         hosts, ranges = lists.elements(version)
-        for name, elements in ((f"host{version}", hosts), (f"block{version}", ranges)):
+        parts = [(f"block{version}", ranges)]
+        if not hashed:
+            parts.append((f"host{version}", hosts))
+        for name, elements in parts:
             if elements:
                 script.append(f"add element netdev {TABLE} {name} {{ "
                               + ", ".join(elements) + " }")

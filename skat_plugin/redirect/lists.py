@@ -98,6 +98,12 @@ class Lists:
         default_factory=lambda: {4: ([], []), 6: ([], [])})
     entries: dict[str, int] = field(default_factory=dict)      # file key -> entries read
 
+    def keys(self, version: int) -> list[bytes]:
+        """The single addresses, packed (a hash set's keys)."""
+        size = 4 if version == 4 else 16
+        return [start.to_bytes(size, "big")
+                for start, end in zip(*self.ranges[version], strict=True) if start == end]
+
     def elements(self, version: int) -> tuple[list[str], list[str]]:
         """The address ranges as nft set elements: single addresses (`a`, for a hash set)
         and ranges (`a-b`, for an interval set)."""
