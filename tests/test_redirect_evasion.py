@@ -418,7 +418,7 @@ def test_fuzz_http_tls_and_frame_parsers_raise_nothing() -> None:
                              packet.ACK, b"GET / HTTP/1.1\r\n\r\n")
     runs = 0
     for seeds, fn in ((seeds_http, http.parse), (seeds_tls, tls.server_name),
-                      ([frame], packet.parse)):
+                      ([frame], packet.parse), ([frame], packet.destination)):
         end = time.monotonic() + 6
         for data in _mutants(seeds, rnd):
             fn(data)

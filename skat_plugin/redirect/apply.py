@@ -26,7 +26,7 @@ STATUS_FILE = "inspector.json"
 STATUS_STALE = 5.0
 
 INSPECTOR_COUNTERS = ("redirected", "forbidden", "reset", "allowed", "uninspected_behind",
-                      "undecided", "held", "held_acked", "held_expired")
+                      "undecided", "held", "held_acked", "held_expired", "dropped")
 
 
 def load_lists(cfg: Config) -> None:

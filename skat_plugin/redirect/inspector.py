@@ -116,7 +116,7 @@ class Inspector:
         self.sender: Sender | None = None
         self.counters = dict.fromkeys(("redirected", "forbidden", "reset", "allowed",
                                        "uninspected_behind", "undecided", "lost", "held",
-                                       "held_acked", "held_expired"), 0)
+                                       "held_acked", "held_expired", "dropped"), 0)
         self.holds = holds.Holds()
         self.bodies: dict[holds.Key, tuple[int, float]] = {}
         self.ready = False  # the lists of the current configuration are loaded
@@ -305,7 +305,11 @@ class Inspector:
     def decide(self, port: _Port, frame: bytes) -> None:
         assert self.cfg is not None and self.sender is not None
         seg = packet.parse(frame)
-        if seg is None:  # selected but unreadable (cannot happen by the rules): let it go
+        if seg is None:  # unreadable (IPv6 extension headers): a blocked address stays so
+            dst_ip = packet.destination(frame)
+            if dst_ip is not None and self.lists.ip_blocked(dst_ip):
+                self.counters["dropped"] += 1
+                return
             self.counters["undecided"] += 1
             self.sender.send(port.uplink, frame)
             return

@@ -95,6 +95,21 @@ def parse(frame: bytes) -> Segment | None:
                    ack, flags, l3, l4, end, frame[data:end])
 
 
+def destination(frame: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP destination of a frame `parse` refused (IPv6 extension headers, say): enough
+    to keep a blocked address blocked."""
+    at = 12
+    while len(frame) >= at + 4 and int.from_bytes(frame[at:at + 2], "big") in VLAN_TPIDS:
+        at += 4
+    kind = int.from_bytes(frame[at:at + 2], "big") if len(frame) >= at + 2 else 0
+    l3 = at + 2
+    if kind == ETH_P_IP and len(frame) >= l3 + 20:
+        return ipaddress.IPv4Address(frame[l3 + 16:l3 + 20])
+    if kind == ETH_P_IPV6 and len(frame) >= l3 + 40:
+        return ipaddress.IPv6Address(frame[l3 + 24:l3 + 40])
+    return None
+
+
 def _ip_header(version: int, src: bytes, dst: bytes, length: int) -> bytes:
     if version == 4:
         ident = int.from_bytes(os.urandom(2), "big")
