@@ -117,6 +117,163 @@ def decide_cost(n: int, lab: Lab) -> float:
     return (time.perf_counter() - t0) / rounds * 1e6
 
 
+# -- issue 19 and 18.3: side by side with the code before (--before TREE) ---------------------
+def random_lists(lab: Lab, n: int) -> dict[str, Path]:
+    """n entries each: random single addresses (9 in 10 IPv4), hosts with paths, names."""
+    import random
+    rnd = random.Random(19)
+    paths = {k: lab.path(f"r{k}{n}") for k in ("url", "ip", "sni")}
+    paths["url"].write_text("".join(f"h{i}.example/p/{i}\n" if i % 2 else f"s{i}.example\n"
+                                    for i in range(n)))
+    ips = []
+    for i in range(n):
+        if i % 10:
+            ips.append(str(ipaddress.IPv4Address(rnd.randrange(1 << 24, 223 << 24))))
+        else:
+            ips.append(str(ipaddress.IPv6Address((0x20010db8 << 96) + rnd.randrange(1 << 64))))
+    paths["ip"].write_text("\n".join(ips) + "\n")
+    paths["sni"].write_text("".join(f"*.d{i}.example\n" if i % 3 == 0 else f"n{i}.example\n"
+                                    for i in range(n)))
+    return paths
+
+
+def parse_time(lab: Lab, ns: str, tree: str, key: str, path: Path) -> float:
+    out = lab.run(ns, PYTHON, "-c", (
+        "import sys,time; sys.path.insert(0, sys.argv[1]);"
+        "from skat_plugin.redirect import lists;"
+        "t=time.perf_counter(); lists.load({sys.argv[2]: sys.argv[3]});"
+        "print(time.perf_counter()-t)"), tree, key, str(path), timeout=600).stdout
+    return float(out)
+
+
+SET_LOAD = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from skat_plugin import libnft
+from skat_plugin.redirect import kernel, lists
+table = "netdev skat_plugin_redirect"
+got = lists.load({lists.URL: None, lists.IP: sys.argv[2]})
+t = time.perf_counter()
+if sys.argv[3] == "interval":  # as before: every element into the interval sets
+    script = f"flush set {table} block4\nflush set {table} block6\n"
+    for v in (4, 6):
+        elements = [e for part in got.elements(v) for e in part]
+        if elements:
+            script += f"add element {table} block{v} {{ " + ", ".join(elements) + " }\n"
+    assert libnft.run(script)[0] == 0
+else:
+    kernel.load_addresses(got)
+print(time.perf_counter() - t)
+"""
+
+
+def set_load_time(lab: Lab, ns: str, path: Path, interval: bool) -> float:
+    """This tree's kernel.load_addresses (hash sets for single addresses), or every element
+    into the interval sets as the code before did."""
+    script = lab.path("set_load.py")
+    script.write_text(SET_LOAD)
+    out = lab.run(ns, PYTHON, str(script), str(REPO), str(path),
+                  "interval" if interval else "hash", timeout=900).stdout
+    return float(out)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of every thread of `pids`, in ns resolution (schedstat, not clock ticks:
+    an idle process uses a few ticks a minute)."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    return total / 1e9
+
+
+def idle_cpu(lab: Lab, app, tree: str, seconds: float) -> float:
+    """Percent of a core an idle inspector of `tree` uses (its guardian included)."""
+    env = app.env()
+    env["PYTHONPATH"] = tree
+    proc = lab.popen(app.ns, PYTHON, "-m", "skat_plugin", "inspector", env=env)
+    from netlab import wait_for
+    wait_for(lambda: _alive(app), timeout=90, what=f"the heartbeat of {tree}'s inspector")
+    time.sleep(2.0)  # lists read, settled
+
+    def family() -> list[int]:
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        extra = kids.read_text().split() if kids.exists() else []
+        return [proc.pid, *map(int, extra)]
+    pids = family()
+    c0, t0 = cpu_seconds(pids), time.monotonic()  # exited threads are not counted: the
+    # list loader has finished before this
+    time.sleep(seconds)
+    used = (cpu_seconds(pids) - c0) / (time.monotonic() - t0) * 100
+    proc.terminate()
+    proc.wait(timeout=10)
+    return used
+
+
+def before_after(before: str) -> None:
+    rows: list[str] = []
+    with Lab("bench-r19") as lab:
+        topo = build_topo(lab, BASE_CONF + lists(lab, 1))
+        Servers(lab, topo.up)
+        app = topo.app
+        # idle CPU, the code before vs this tree, interleaved
+        for _ in range(2):
+            for name, tree in (("before", before), ("now", str(REPO))):
+                rows.append(f"| idle inspector, {name}: % of a core over 20 s | "
+                            f"{idle_cpu(lab, app, tree, 20.0):.3f} % | |")
+                print(rows[-1], file=sys.stderr, flush=True)
+        # list parsing
+        for n in (100_000, 1_000_000):
+            paths = random_lists(lab, n)
+            for key, file_key in (("url", "black_list_url_file"), ("sni", "black_list_sni_file"),
+                                  ("ip", "black_list_ip_file")):
+                now = parse_time(lab, app.ns, str(REPO), file_key, paths[key])
+                if n > 100_000 and key == "ip":
+                    old = "not run (over 100 s here)"
+                    rows.append(f"| parse {n:,} {key} entries: before vs now | {old} vs "
+                                f"{now:.2f} s | |")
+                    continue
+                old_s = parse_time(lab, app.ns, before, file_key, paths[key])
+                rows.append(f"| parse {n:,} {key} entries: before vs now | {old_s:.2f} s vs "
+                            f"{now:.2f} s | {now / old_s:.2f} |")
+                print(rows[-1], file=sys.stderr, flush=True)
+            hashed = set_load_time(lab, app.ns, paths["ip"], interval=False)
+            if n <= 100_000:
+                interval = set_load_time(lab, app.ns, paths["ip"], interval=True)
+                rows.append(f"| kernel sets, {n:,} random addresses: interval sets (before) vs "
+                            f"hash sets (now) | {interval:.2f} s vs {hashed:.2f} s | "
+                            f"{hashed / interval:.2f} |")
+            else:
+                rows.append(f"| kernel sets, {n:,} random addresses: hash sets (now) | "
+                            f"{hashed:.2f} s | |")
+        # 18.3: the answer to a long URL vs a short one. The inspector first empties the
+        # million-element sets left above (a flush that size takes the kernel a while).
+        proc = app.cli_popen("inspector")
+        from netlab import wait_for
+        t0 = time.monotonic()
+        wait_for(lambda: _alive(app), timeout=300, what="the inspector's heartbeat")
+        rows.append(f"| inspector ready after emptying a 1,000,000-element set | "
+                    f"{time.monotonic() - t0:.1f} s | |")
+        long_path = "/news?" + "&".join(f"k{i}=v{i:06d}" for i in range(200))
+        long_path = long_path[:1600]
+        times: dict[str, list[float]] = {"short": [], "long": []}
+        for _ in range(20):
+            for name, path in (("short", "/x"), ("long", long_path)):
+                r = curl(lab, topo.sub, f"http://blocked.example{path}",
+                         *resolve("blocked.example", 80, SERVER))
+                assert r["code"] == 302, r
+                times[name].append(r["time"])
+        s, lg = (statistics.median(times[k]) * 1e3 for k in ("short", "long"))
+        rows.append(f"| curl: 302 to a 1,600-character URL vs a short one (median of 20) | "
+                    f"{lg:.2f} ms vs {s:.2f} ms | {lg / s:.2f} |")
+        proc.terminate()
+    print("| measured | values | ratio |\n|---|---|---|")
+    print("\n".join(rows))
+
+
 def main() -> None:
     rows: list[str] = []
     with Lab("bench-redir") as lab:
@@ -205,8 +362,15 @@ def main() -> None:
 if __name__ == "__main__":
     import argparse
 
-    # No options: --help says what runs, instead of running it.
-    argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
-                            epilog="It takes about two minutes and needs root.").parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
+                                     epilog="It takes about two minutes and needs root.")
+    parser.add_argument("--before", metavar="TREE",
+                        help="instead: issue 19's and 18.3's cases side by side with a "
+                             "checkout of the code before (idle CPU, list parsing, kernel "
+                             "sets, the answer to a 1,600-character URL)")
+    args = parser.parse_args()
     struct.calcsize("I")
-    main()
+    if args.before:
+        before_after(args.before)
+    else:
+        main()

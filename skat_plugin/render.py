@@ -274,4 +274,9 @@ def _add_redirect(cfg: Config, role: str, files: list[str], defines: dict[str, s
         "redirect_ports": _ifnames(cfg.in_ports),
         "inspect_rate": str(rate),
         "inspect_burst": str(max(16, rate // 10)),
+        # One subscriber gets a tenth of the inspector (issue 17.5): its flood passes its
+        # own packets uninspected, nobody else's.
+        "source_rate": str(max(20, rate // 10)),
+        "source_burst": str(max(8, rate // 20)),  # under the global burst (rate // 10)
+        "follow_ms": str(redirect.FOLLOW_MS),
     })

@@ -139,3 +139,111 @@ def write_list(path: Path, lines: list[str]) -> None:
 
 def wait_ms(seconds: float) -> None:
     time.sleep(seconds)
+
+
+# -- nginx, the reference server, and a raw client (issue 17: the evasions) --------------------
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    log_format seen '$host $request_uri $uri $status';
+    access_log {dir}/access.log seen;
+    keepalive_timeout 0;  # one request a connection: the raw client reads until close
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+    server {{
+        listen 80 default_server fastopen=16;
+        listen [::]:80 default_server fastopen=16;
+        listen 443 ssl default_server;
+        listen [::]:443 ssl default_server;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        location / {{ return 200 "served by nginx $uri\\n"; }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """Debian's nginx (1.22) in `ns` on 80 and 443 (TLS, self-signed), TCP Fast Open on 80
+    (the namespace's sysctl allows it); its access log says what it served."""
+
+    def __init__(self, lab: Lab, ns: str) -> None:
+        self.lab, self.ns = lab, ns
+        self.dir = lab.path("nginx")
+        (self.dir / "tmp").mkdir(parents=True)
+        self.dir.chmod(0o755)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "1", "-subj", "/CN=lab", "-keyout", str(self.dir / "key.pem"), "-out",
+                        str(self.dir / "cert.pem")], check=True, capture_output=True)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=self.dir))
+        self.log = self.dir / "access.log"
+        self.log.write_text("")
+        lab.run(ns, "sysctl", "-qw", "net.ipv4.tcp_fastopen=3")
+        self.proc = lab.popen(ns, "nginx", "-c", str(conf), "-p", str(self.dir))
+        wait_for(lambda: lab.run(ns, "ss", "-Hltn", "sport = :80").stdout.strip(), timeout=10,
+                 what="nginx to listen")
+
+    def seen(self) -> list[str]:
+        """`host request_uri uri status` of every request nginx served."""
+        return self.log.read_text().splitlines()
+
+
+RAW_CLIENT = r"""
+import json, socket, sys, time
+
+def one(addr, port, parts, nodelay, gap):
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if nodelay else 0)
+    s.settimeout(4)
+    out = {"answer": "", "error": None}
+    started = time.monotonic()
+    got = b""
+    try:
+        s.connect((addr, port))
+        for i, p in enumerate(parts):
+            if i:
+                time.sleep(gap)
+            s.sendall(bytes.fromhex(p))
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError as e:
+        out["error"] = type(e).__name__
+    finally:
+        s.close()
+    out["answer"] = got.decode("latin-1")
+    out["time"] = time.monotonic() - started
+    return out
+
+print(json.dumps([one(*case) for case in json.load(sys.stdin)]))
+"""
+
+
+def raw_requests(lab: Lab, ns: str, cases: list[tuple[str, int, list[bytes], bool, float]]
+                 ) -> list[dict]:
+    """Each case (addr, port, parts, nodelay, gap): connect, send `parts` (one write each,
+    `gap` s apart), read until the peer closes. One process for all the cases. Returns
+    {"answer": text, "error": None or the exception's name, "time": s} a case."""
+    script = lab.path("raw_client.py")
+    if not script.exists():
+        script.write_text(RAW_CLIENT)
+    data = json.dumps([(a, p, [x.hex() for x in parts], nd, g) for a, p, parts, nd, g in cases])
+    out = subprocess.run(["ip", "netns", "exec", ns, PYTHON, str(script)], input=data,
+                         capture_output=True, text=True, timeout=10 + 6 * len(cases))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def raw_request(lab: Lab, ns: str, addr: str, port: int, parts: list[bytes],
+                nodelay: bool = True, gap: float = 0.05) -> dict:
+    return raw_requests(lab, ns, [(addr, port, parts, nodelay, gap)])[0]

@@ -215,7 +215,7 @@ def test_fail_open_when_the_inspector_dies_or_hangs(lab: Lab) -> None:
         assert time.monotonic() - started < 5
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
-    wait_for(lambda: not alive_ports(topo.app), timeout=3, what="the heartbeat to expire")
+    wait_for(lambda: not alive_ports(topo.app), timeout=5, what="the heartbeat to expire")
     r = http(lab, topo.sub, "blocked.example", "/dead")
     assert r["code"] == 200 and r["time"] < 1, r  # no wait at all once the element expired
     assert https(lab, topo.sub, "blocked.example")["code"] == 200

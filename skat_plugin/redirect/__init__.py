@@ -13,9 +13,15 @@ TABLE = "skat_plugin_redirect"  # lives across role switches: the address lists 
 # Selected packets carry MARK_BASE + n, n = 1 + the in_dev port's position: the inspector's
 # socket for that port reads only its own (nft/redirect.nft.in).
 MARK_BASE = 0x534B0000
-HEARTBEAT_TIMEOUT = 1.0  # s, the @alive element's lifetime; refreshed every HEARTBEAT_EVERY
-HEARTBEAT_EVERY = 0.25
+# s, the @alive element's lifetime, refreshed every HEARTBEAT_EVERY (issue 19: an idle
+# inspector under 0.1 % of a core). A dead inspector is noticed at once by its guardian
+# (inspector.py); the timeout only covers a hung or frozen one.
+HEARTBEAT_TIMEOUT = 3.0
+HEARTBEAT_EVERY = 1.0
 DEFAULT_RATE = 2000  # black_list_inspect_rate: packets a second (docs/redirect.md)
+# After a request start or a ClientHello, the kernel selects the flow's next segments for
+# this long (@follow4/@follow6): a request split over segments is read whole.
+FOLLOW_MS = 500
 
 
 def enabled(values: dict) -> bool:

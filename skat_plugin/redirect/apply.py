@@ -21,11 +21,12 @@ from ..config import Config
 from . import enabled, kernel, lists
 
 STATUS_FILE = "inspector.json"
-# Written every second by a live inspector; older than this means it is not running.
-STATUS_STALE = 3.0
+# Written every 2 s by a live inspector (inspector.CHECK_EVERY); older than this means it
+# is not running.
+STATUS_STALE = 5.0
 
 INSPECTOR_COUNTERS = ("redirected", "forbidden", "reset", "allowed", "uninspected_behind",
-                      "undecided")
+                      "undecided", "held", "held_acked", "held_expired", "dropped")
 
 
 def load_lists(cfg: Config) -> None:
@@ -86,15 +87,18 @@ def _entries(st: dict[str, Any]) -> str:
 def show(cfg: Config) -> dict[str, Any] | None:
     if not enabled(cfg.values):
         return None
-    k = kernel.counters() or {name: 0 for name in kernel.COUNTERS}
+    k = dict.fromkeys(kernel.COUNTERS, 0)
+    k.update(kernel.counters() or {})
     st = inspector_status()
     alive = _alive(st)
     mine = st.get("counters", {})
     counters = {name: int(mine.get(name, 0)) for name in INSPECTOR_COUNTERS}
     counters.update(k)
-    # Everything selected that went on without a decision: no inspector, over the rate,
-    # the inspector behind, or a request it could not read (first segment without Host).
+    # Everything selected that went on without a decision: no inspector, over the rate (all
+    # subscribers', or one subscriber's own), the inspector behind, or a frame it could not
+    # read. (Packets to a blocked address never pass: blocked_down counts those dropped.)
     counters["passed_uninspected"] = (k["uninspected_down"] + k["uninspected_overload"]
+                                      + k["uninspected_source"]
                                       + counters["uninspected_behind"] + counters["undecided"])
     return {"counters": counters, "inspector": {"alive": alive, "pid": st.get("pid"),
                                                 "lists": st.get("lists", {}),

@@ -2,15 +2,20 @@
 
     fdpi_cli inspector        (units/skat-plugin-inspector.service; tests and containers)
 
-The kernel (nft/redirect.nft.in) takes away the first packet of each HTTP request, each TLS
-ClientHello and each SYN to a blocked address on the subscriber ports, and hands a copy to
-this process on the loopback device, marked with its port. Every other packet never leaves
-the kernel. For each packet handed over:
+The kernel (nft/redirect.nft.in) takes away the start of each HTTP request and TLS
+ClientHello (and the next segments of its flow for a while), and TCP SYNs and data to a
+blocked address, on the subscriber ports, and hands a copy to this process on the loopback
+device, marked with its port. Every other packet never leaves the kernel. For each packet
+handed over:
 
-    SYN to a blocked address        reset to the subscriber (the server never saw it)
+    to a blocked address            SYN: reset to the subscriber (the server never saw it);
+                                    data to port 80: the notice (302/403), whatever it says
     HTTP request, blocked           302 to black_list_redirect (403 without it) to the
-      (Host + path, or address)     subscriber, with FIN; a reset to the server
+      (Host + path; http.py)        subscriber, with FIN; a reset to the server
     ClientHello, blocked name       a reset to the subscriber and one to the server
+    a request or hello cut short    held (holds.py) until the flow's next segments complete
+                                    it, then decided as a whole; reset when a bound is hit
+    a Fast Open SYN with data       decided by its data
     anything else                   re-injected, unchanged, out of the paired uplink port
                                     (with bras_terminate_l2=1 and the frame addressed to
                                     bras_arp_mac: from bras_arp_mac to bras_gateway_mac,
@@ -20,19 +25,22 @@ Every frame goes out through one packet socket marked with vrrp_socket_mark: in 
 guard drops it at the port (nft/backup.nft), whatever this process still believes.
 
 Fail-open: the kernel takes packets away only while this process keeps its ports in the
-kernel's @alive set (timeout 1 s). A thread renews them every 250 ms, but only while the
-main loop has turned within the last 500 ms and the sockets lost nothing; a dead, hung or
-drowning inspector therefore lets the traffic pass, uninspected and counted, within a
-second (at once on SIGTERM and when packets are lost).
+kernel's @alive map (timeout 3 s). A thread renews them every second (a netlink batch of
+~40 us: kernel.heartbeat), but only while the main loop has turned within PROGRESS_LIMIT and
+the sockets lost nothing. A guardian child blocks on a pipe and removes the ports the moment
+this process ends, however it ends. So a dead inspector lets the traffic pass at once, a
+hung or drowning one within 3 s (at once on SIGTERM and when packets are lost), uninspected
+and counted. Fail-closed: what the kernel decides alone (addresses on black_list_ip_file)
+stays blocked without this process (nft/redirect.nft.in).
 
 What it reads: the configuration the plugin last loaded (state.json, as `vrrp set` does),
 so `fdpi_cli reload` reaches it; the black-list files, read again when one changes (hot:
 the new lists replace the old in one step, a malformed file keeps the old lists and logs
 file and line; the address sets in the kernel are replaced in one transaction). It learns
-of both by inotify, at once; a check every second stays as a safety net. Counters go to
-$SKAT_RUN_DIR/inspector.json every second and as soon as a list is read, with the files'
-stamp it was read from (`lists_stamp`): `fdpi_cli reload` waits for that stamp, so the
-lists are in effect when it returns.
+of both by inotify, at once; a check every CHECK_EVERY stays as a safety net. Counters go
+to $SKAT_RUN_DIR/inspector.json every CHECK_EVERY, within STATUS_SOON of a decision, and as
+soon as a list is read, with the files' stamp it was read from (`lists_stamp`): `fdpi_cli
+reload` waits for that stamp, so the lists are in effect when it returns.
 """
 
 from __future__ import annotations
@@ -56,14 +64,18 @@ from .. import atomicfile, packetsock, report, state
 from ..announce import Sender, mac_bytes
 from ..config import Config
 from ..watch import inotify
-from . import HEARTBEAT_EVERY, enabled, kernel, lists, packet, port_mark
+from . import HEARTBEAT_EVERY, enabled, holds, http, kernel, lists, packet, port_mark, tls
 from .apply import STATUS_FILE
 
 RCVBUF = 4 << 20
 READ_BATCH = 256
-PROGRESS_LIMIT = 0.5   # s: a loop that has not turned for this long is hung
-CHECK_EVERY = 1.0      # s: configuration, list files, socket losses, status file
+CHECK_EVERY = 2.0      # s: configuration, list files, socket losses, status file (inotify
+                       # wakes the loop at once for the first two: this is a safety net)
+PROGRESS_LIMIT = CHECK_EVERY + 1.0  # s: a loop that has not turned for this long is hung
 STATUS_SOON = 0.1      # s: after a decision, the status file is written within this
+ALLOW, BLOCK, MORE, REFUSE = "allow", "block", "more", "refuse"
+MAX_BODIES = 16384     # flows whose allowed request's body is still coming
+BODY_TTL = 5.0         # s: the kernel follows a flow for FOLLOW_MS only; this is plenty
 
 
 def _filter(mark: int) -> list[packetsock.Instruction]:
@@ -103,7 +115,10 @@ class Inspector:
         self.ports: dict[int, _Port] = {}
         self.sender: Sender | None = None
         self.counters = dict.fromkeys(("redirected", "forbidden", "reset", "allowed",
-                                       "uninspected_behind", "undecided", "lost"), 0)
+                                       "uninspected_behind", "undecided", "lost", "held",
+                                       "held_acked", "held_expired", "dropped"), 0)
+        self.holds = holds.Holds()
+        self.bodies: dict[holds.Key, tuple[int, float]] = {}
         self.ready = False  # the lists of the current configuration are loaded
         self.loader: threading.Thread | None = None
         self.progress = time.monotonic()
@@ -116,6 +131,7 @@ class Inspector:
         self.notify = inotify.Inotify()
         self.watched: set[str] = set()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.guardian: int | None = None
 
     # -- configuration --------------------------------------------------------------------
     def _state_stamp(self) -> tuple | None:
@@ -151,6 +167,7 @@ class Inspector:
             ports[sock.fileno()] = _Port(port, uplink, port_mark(index), sock)
         with self.lock:
             self.ports = ports
+        self.tell_guardian({p.name: p.mark for p in ports.values()})
         self.list_stamp = ()  # read the lists of this configuration; no heartbeat before
         self.ready = False
         report.event(f"inspector: inspecting {', '.join(cfg.in_ports)}", cause="inspector")
@@ -208,6 +225,39 @@ class Inspector:
         for p in ports.values():
             p.sock.close()
 
+    # -- the guardian: fail open the moment this process dies, however it dies ---------------
+    def start_guardian(self) -> None:
+        """A child that blocks on a pipe (no CPU at all) and learns the ports from it; when
+        the pipe closes (this process ended: a crash, SIGKILL, an exception) it removes the
+        ports from @alive, so the kernel passes packets at once instead of a heartbeat
+        timeout later. Forked before any thread starts."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the guardian
+            os.close(w)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # stays until its parent is gone
+            ports: dict[str, int] = {}
+            code = 0
+            try:
+                with os.fdopen(r, "rb", buffering=0) as pipe:
+                    for line in pipe:
+                        ports = dict((name, int(mark, 16)) for name, mark in
+                                     (item.split("=") for item in line.decode().split()))
+                kernel.stop_heartbeat(ports)
+            except Exception:  # a guardian never prints a traceback
+                code = 1
+            os._exit(code)
+        os.close(r)
+        self.guardian = w
+
+    def tell_guardian(self, ports: dict[str, int]) -> None:
+        if self.guardian is None:
+            return
+        line = " ".join(f"{name}={mark:#x}" for name, mark in ports.items()) + "\n"
+        with contextlib.suppress(OSError):
+            os.write(self.guardian, line.encode())
+
     # -- the heartbeat (a thread: libnftables' delete waits for RCU, up to 30 ms) -----------
     def heartbeat_loop(self) -> None:
         while not self.stopping.wait(HEARTBEAT_EVERY):
@@ -254,37 +304,180 @@ class Inspector:
 
     def decide(self, port: _Port, frame: bytes) -> None:
         assert self.cfg is not None and self.sender is not None
-        send = self.sender.send
         seg = packet.parse(frame)
-        if seg is None:  # selected but unreadable (cannot happen by the rules): let it go
+        if seg is None:  # unreadable (IPv6 extension headers): a blocked address stays so
+            dst_ip = packet.destination(frame)
+            if dst_ip is not None and self.lists.ip_blocked(dst_ip):
+                self.counters["dropped"] += 1
+                return
             self.counters["undecided"] += 1
-            send(port.uplink, frame)
+            self.sender.send(port.uplink, frame)
             return
         dst, src = self._server_macs(seg)
-        if seg.flags & packet.SYN:  # selected only when the address is blocked
-            send(port.name, packet.reset_to_subscriber(seg))
+        key = holds.key_of(seg)
+        if self.lists.ip_blocked(seg.dst_ip):
+            self.holds.pop(key)
+            self._blocked_address(port, seg, dst, src)
+            return
+        if seg.flags & packet.SYN:
+            self._fast_open(port, seg, dst, src)
+            return
+        held = self.holds.get(key)
+        if held is None and self._in_body(key, seg):
+            self._reinject(port, [seg], dst, src)
+            return
+        if held is not None:
+            if seg.seq in held.segments:  # sent again: the sender waits for an ACK (Nagle)
+                _data, after, _last = held.data()
+                self.sender.send(port.name, packet.ack_to_subscriber(seg, after))
+                self.counters["held_acked"] += 1
+                return
+            if self.holds.add(port.name, seg) is None:
+                self._refuse(port, seg, dst, src, held.start)
+                return
+            data, after, last = held.data()
+            start = held.start
+        else:
+            data, after, last, start = seg.payload, seg.seq + len(seg.payload), seg, seg.seq
+        verdict, req = self._verdict(seg, data, start)
+        if verdict == MORE:
+            if held is None and self.holds.add(port.name, seg) is None:
+                self._refuse(port, seg, dst, src, start)
+                return
+            self.counters["held"] += held is None
+            return
+        segments = held.ordered() if held is not None else [seg]
+        self.holds.pop(key)
+        if verdict == REFUSE:
+            self._refuse(port, last, dst, src, start, after)
+        elif verdict == BLOCK:
+            self._block(port, last, dst, src, req, start, after,
+                        held.largest if held is not None else 0)
+        else:
+            self._reinject(port, segments, dst, src)
+
+    def _verdict(self, seg: packet.Segment, data: bytes,
+                 start: int | None = None) -> tuple[str, http.Request | None]:
+        """ALLOW, BLOCK (with the request that is, for port 80), MORE or REFUSE. `start`:
+        the sequence number of data's first byte (an allowed request's body is noted)."""
+        if seg.dport == 443:
+            status, name = tls.server_name(data)
+            if status == tls.MORE:
+                return MORE, None
+            if status == tls.TOO_BIG:
+                return REFUSE, None
+            return (BLOCK if name and self.lists.sni_blocked(name) else ALLOW), None
+        parsed = http.parse(data)
+        for req in parsed.requests:  # pipelined: each one decided; one blocked blocks
+            if req.version == "HTTP/0.9":  # no Host to match, and no browser speaks it
+                return BLOCK, req
+            host = req.host if req.host is not None else str(seg.dst_ip)
+            if self.lists.url_blocked(host, req.path):
+                return BLOCK, req
+        if parsed.too_long:
+            return REFUSE, None
+        if parsed.incomplete:
+            return MORE, None
+        if parsed.body_left > 0 and start is not None:
+            self._body_until(holds.key_of(seg), (start + len(data) + parsed.body_left)
+                             & 0xFFFFFFFF)
+        return ALLOW, None
+
+    def _body_until(self, key: holds.Key, end: int) -> None:
+        """An allowed request's body (Content-Length) goes on up to `end`: segments that
+        start before it are not request starts. (A chunked body's end is not known: its
+        segments are read as any, and chunk data is not a request.)"""
+        if len(self.bodies) >= MAX_BODIES:
+            self.bodies.pop(next(iter(self.bodies)))
+        self.bodies[key] = (end, time.monotonic() + BODY_TTL)
+
+    def _in_body(self, key: holds.Key, seg: packet.Segment) -> bool:
+        body = self.bodies.get(key)
+        if body is None:
+            return False
+        end, until = body
+        if time.monotonic() > until or (seg.seq - end) & 0xFFFFFFFF < 0x80000000:
+            del self.bodies[key]
+            return False
+        return True
+
+    def _answer(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes,
+                req: http.Request | None, start: int, after: int, seen: int) -> None:
+        """302 (403 without black_list_redirect) to the subscriber, a reset to the server."""
+        assert self.cfg is not None and self.sender is not None
+        url = self.cfg.get("black_list_redirect")
+        host = str(seg.dst_ip) if req is None or not req.host else req.host
+        body = packet.http_answer(url, host, req.raw_path if req else "/",
+                                  req.method if req else "GET")
+        for frame in packet.answer_to_subscriber(seg, body, after,
+                                                 packet.answer_mss(seg, seen)):
+            self.sender.send(port.name, frame)
+        self.sender.send(port.uplink, packet.reset_to_server(seg, dst, src, start))
+        self.counters["redirected" if url else "forbidden"] += 1
+
+    def _block(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes,
+               req: http.Request | None, start: int, after: int, seen: int) -> None:
+        if seg.dport == 443:
+            self._refuse(port, seg, dst, src, start, after)
+            return
+        self._answer(port, seg, dst, src, req, start, after, seen)
+
+    def _refuse(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes, start: int,
+                after: int | None = None) -> None:
+        """Resets both ways: the flow is blocked, or beyond what the inspector holds."""
+        assert self.sender is not None
+        self.holds.pop(holds.key_of(seg))
+        self.sender.send(port.name, packet.reset_to_subscriber(seg, after))
+        self.sender.send(port.uplink, packet.reset_to_server(seg, dst, src, start))
+        self.counters["reset"] += 1
+
+    def _blocked_address(self, port: _Port, seg: packet.Segment, dst: bytes,
+                         src: bytes) -> None:
+        """Whatever the payload: an address on black_list_ip_file is blocked."""
+        assert self.sender is not None
+        if seg.flags & packet.SYN:  # refused, before the server saw anything
+            self.sender.send(port.name, packet.reset_to_subscriber(seg))
+            self.counters["reset"] += 1
+        elif seg.dport == 80 and seg.payload:
+            parsed = http.parse(seg.payload)
+            req = parsed.requests[0] if parsed.requests else None
+            self._answer(port, seg, dst, src, req, seg.seq, seg.seq + len(seg.payload), 0)
+        else:
+            self._refuse(port, seg, dst, src, seg.seq)
+
+    def _fast_open(self, port: _Port, seg: packet.Segment, dst: bytes, src: bytes) -> None:
+        """A SYN with data (TCP Fast Open, RFC 7413) to an address that is not blocked:
+        decided by its data. A request that is not complete in the SYN goes on without its
+        data: the server acknowledges only the SYN, and the subscriber sends the data again
+        after the handshake, where it is read as any request."""
+        assert self.sender is not None
+        verdict, _req = self._verdict(seg, seg.payload) if seg.payload else (ALLOW, None)
+        if verdict in (BLOCK, REFUSE):
+            self.sender.send(port.name, packet.reset_to_subscriber(seg))
             self.counters["reset"] += 1
             return
-        if seg.dport == 80:
-            req = packet.http_request(seg.payload)
-            if req is None:
-                self.counters["undecided"] += 1
-            elif self.lists.ip_blocked(seg.dst_ip) or self.lists.url_blocked(*req):
-                url = self.cfg.get("black_list_redirect")
-                send(port.name, packet.answer_to_subscriber(
-                    seg, packet.http_answer(url, *req)))
-                send(port.uplink, packet.reset_to_server(seg, dst, src))
-                self.counters["redirected" if url else "forbidden"] += 1
-                return
-        else:
-            name = packet.tls_server_name(seg.payload)
-            if self.lists.ip_blocked(seg.dst_ip) or (name and self.lists.sni_blocked(name)):
-                send(port.name, packet.reset_to_subscriber(seg))
-                send(port.uplink, packet.reset_to_server(seg, dst, src))
-                self.counters["reset"] += 1
-                return
-        send(port.uplink, packet.reinjected(seg, dst, src))
+        keep = verdict == ALLOW
+        self.sender.send(port.uplink, packet.reinjected(seg, dst, src, keep_data=keep))
         self.counters["allowed"] += 1
+
+    def _reinject(self, port: _Port, segments: list[packet.Segment], dst: bytes,
+                  src: bytes) -> None:
+        assert self.sender is not None
+        for seg in segments:
+            self.sender.send(port.uplink, packet.reinjected(seg, dst, src))
+        self.counters["allowed"] += 1
+
+    def expire_holds(self) -> None:
+        """Held too long (the rest never came): refused, never passed undecided."""
+        for key, held in self.holds.expired(time.monotonic()):
+            port = next((p for p in self.ports.values() if p.name == held.port), None)
+            if port is None or self.cfg is None:
+                continue
+            _data, after, last = held.data()
+            dst, src = self._server_macs(last)
+            self.holds.flows[key] = held  # _refuse pops it again
+            self._refuse(port, last, dst, src, held.start, after)
+            self.counters["held_expired"] += 1
 
     def handle(self, fd: int) -> None:
         port = self.ports.get(fd)
@@ -332,6 +525,7 @@ class Inspector:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
+        self.start_guardian()
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         poller = select.poll()
@@ -349,6 +543,7 @@ class Inspector:
                     if now >= next_check:
                         next_check = now + CHECK_EVERY
                         self.check_losses()
+                        self.expire_holds()
                     look = False
                     self.check_config()
                     self.watch_files()
@@ -360,7 +555,8 @@ class Inspector:
                         poller.register(fd, select.POLLIN)
                     registered = set(self.ports)
                 decided = False
-                for fd, _ in poller.poll(100):
+                wait = max(0.0, next_check - time.monotonic())
+                for fd, _ in poller.poll(int(wait * 1000) + 1):
                     if fd in wake_fds:
                         look = self._drain(fd) or look
                     else:
@@ -374,6 +570,32 @@ class Inspector:
             self.write_status()
 
 
+LOCK_FILE = "inspector.lock"
+
+
+def _lock() -> int | None:
+    """One inspector per run directory (two would answer every blocked request twice and
+    reset the server twice): an flock held for the process's life, released by the kernel
+    when it ends, however it ends. None, with the reason on stderr, when another holds it."""
+    import fcntl
+    import sys
+
+    path = state.run_dir() / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        print(f"fdpi_cli inspector: another inspector (pid {other}) is running for "
+              f"{state.run_dir()}; refusing to start a second one", file=sys.stderr)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def main(argv: list[str], config_path: str | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fdpi_cli inspector",
@@ -381,6 +603,9 @@ def main(argv: list[str], config_path: str | None = None) -> int:
                     "It follows the configuration the plugin last loaded (fdpi_cli "
                     "start/reload) and the black-list files.")
     parser.parse_args(argv)
+    lock = _lock()
+    if lock is None:
+        return 1
     inspector = Inspector()
 
     def stop(_signum: int, _frame: Any) -> None:

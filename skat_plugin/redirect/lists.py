@@ -6,7 +6,9 @@ white space), blank lines are ignored:
     black_list_url_file   URLs without scheme: `host` blocks every URL of that host,
                           `host/path...` the URLs whose path starts with `/path...`.
                           Matched against the request's Host header (port and a final dot
-                          dropped, case ignored) and its path (as sent, case kept).
+                          dropped, case ignored) and its path (case kept), both paths
+                          normalised as a server does (http.normalise_path: percent-decoded,
+                          `//` merged, `/./` and `/../` resolved).
     black_list_ip_file    IPv4/IPv6 addresses and prefixes (`192.0.2.0/24`, `2001:db8::/32`).
                           HTTP to them is redirected, every other TCP connection reset.
     black_list_sni_file   TLS server names; `*.example.com` blocks every name under
@@ -20,26 +22,36 @@ a bisection in the host's paths and in the address ranges.
 from __future__ import annotations
 
 import bisect
+import gc
 import ipaddress
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .http import normalise_path
 
 URL, IP, SNI = "black_list_url_file", "black_list_ip_file", "black_list_sni_file"
 FILE_KEYS = (URL, IP, SNI)
 
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
-_PATH = re.compile(r"^/[\x21-\x7e]*$")  # printable, no spaces (as sent in a request line)
+_COMMENT = re.compile(r"(?:^|\s)#")
+
+
+def _path_ok(prefix: str) -> bool:
+    """Printable ASCII without spaces after the first slash (as sent in a request line)."""
+    return prefix.isascii() and prefix.isprintable() and " " not in prefix
 
 
 class ListError(ConfigError):
     """A black-list file is wrong: names the file and the line."""
 
 
-def _lines(path: str) -> list[tuple[int, str]]:
+def _lines(path: str) -> list[str]:
+    """The file's lines, comments removed and stripped; blank ones kept as "" so that
+    index + 1 is the line number."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -49,12 +61,11 @@ def _lines(path: str) -> list[tuple[int, str]]:
         raise ListError(f"not UTF-8 text ({e.reason})", path) from None
     except OSError as e:
         raise ListError(f"cannot be read: {e.strerror or e}", path) from None
-    out = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
-        if line:
-            out.append((number, line))
-    return out
+    lines = text.splitlines()
+    if "#" in text:  # the common case has none: no regex a line
+        lines = [_COMMENT.split(line, maxsplit=1)[0] if "#" in line else line
+                 for line in lines]
+    return [line.strip() for line in lines]
 
 
 def _host(value: str, path: str, number: int, what: str) -> str:
@@ -78,19 +89,34 @@ def _prefix_free(paths: list[str]) -> list[str]:
 class Lists:
     """What the inspector matches against. Empty lists block nothing."""
 
-    hosts: dict[str, list[str]] = field(default_factory=dict)  # host -> path prefixes ([""] all)
+    # host -> its path prefix ("" = all), or a sorted prefix-free list of them
+    hosts: dict[str, str | list[str]] = field(default_factory=dict)
     sni_names: set[str] = field(default_factory=set)
     sni_suffixes: set[str] = field(default_factory=set)        # "example.com" for *.example.com
-    nets4: list[ipaddress.IPv4Network] = field(default_factory=list)
-    nets6: list[ipaddress.IPv6Network] = field(default_factory=list)
+    # version -> (starts, ends): sorted, merged address ranges, as integers
+    ranges: dict[int, tuple[list[int], list[int]]] = field(
+        default_factory=lambda: {4: ([], []), 6: ([], [])})
     entries: dict[str, int] = field(default_factory=dict)      # file key -> entries read
-    _ranges: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for version, nets in ((4, self.nets4), (6, self.nets6)):
-            starts = [int(n.network_address) for n in nets]
-            ends = [int(n.broadcast_address) for n in nets]
-            self._ranges[version] = (starts, ends)
+    def keys(self, version: int) -> list[bytes]:
+        """The single addresses, packed (a hash set's keys)."""
+        size = 4 if version == 4 else 16
+        return [start.to_bytes(size, "big")
+                for start, end in zip(*self.ranges[version], strict=True) if start == end]
+
+    def elements(self, version: int) -> tuple[list[str], list[str]]:
+        """The address ranges as nft set elements: single addresses (`a`, for a hash set)
+        and ranges (`a-b`, for an interval set)."""
+        family, size = (socket.AF_INET, 4) if version == 4 else (socket.AF_INET6, 16)
+        ntop = socket.inet_ntop
+        hosts, ranges = [], []
+        for start, end in zip(*self.ranges[version], strict=True):
+            a = ntop(family, start.to_bytes(size, "big"))
+            if start == end:
+                hosts.append(a)
+            else:
+                ranges.append(f"{a}-{ntop(family, end.to_bytes(size, 'big'))}")
+        return hosts, ranges
 
     def url_blocked(self, host: str, path: str) -> bool:
         host = host.lower()
@@ -100,8 +126,10 @@ class Lists:
             host = host.split(":", 1)[0]
         host = host.rstrip(".")
         paths = self.hosts.get(host)
-        if not paths:
+        if paths is None:
             return False
+        if isinstance(paths, str):
+            return path.startswith(paths)
         i = bisect.bisect_right(paths, path) - 1
         return i >= 0 and path.startswith(paths[i])
 
@@ -113,16 +141,20 @@ class Lists:
         return any(".".join(parts[i:]) in self.sni_suffixes for i in range(1, len(parts)))
 
     def ip_blocked(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        starts, ends = self._ranges[addr.version]
+        starts, ends = self.ranges[addr.version]
         value = int(addr)
         i = bisect.bisect_right(starts, value) - 1
         return i >= 0 and value <= ends[i]
 
 
-def parse_urls(path: str) -> dict[str, list[str]]:
-    hosts: dict[str, list[str]] = {}
+def parse_urls(path: str) -> dict[str, str | list[str]]:
+    """host -> its path prefix ("" for the whole host), or a sorted prefix-free list."""
+    hosts: dict[str, str | list[str]] = {}
+    many: list[str] = []
     expect = "host or host/path, without scheme (e.g. example.com/news)"
-    for number, line in _lines(path):
+    for number, line in enumerate(_lines(path), 1):
+        if not line:
+            continue
         if "://" in line:
             raise ListError(f"{line!r} has a scheme; expected {expect}", path, number)
         if " " in line or "\t" in line:
@@ -130,18 +162,32 @@ def parse_urls(path: str) -> dict[str, list[str]]:
         host, slash, rest = line.partition("/")
         name = _host(host, path, number, expect)
         prefix = slash + rest
-        if prefix and not _PATH.match(prefix):
-            raise ListError(f"{line!r}: the path has characters a request cannot carry; "
-                            f"expected {expect}", path, number)
-        hosts.setdefault(name, []).append(prefix)
-    return {h: _prefix_free(p) for h, p in hosts.items()}
+        if prefix:
+            if not _path_ok(prefix):
+                raise ListError(f"{line!r}: the path has characters a request cannot carry; "
+                                f"expected {expect}", path, number)
+            if "%" in prefix or "//" in prefix or "/." in prefix or "#" in prefix:
+                prefix = normalise_path(prefix)  # as servers compare (the request's too)
+        seen = hosts.get(name)
+        if seen is None:
+            hosts[name] = prefix  # most hosts have one entry: no list for them
+        elif isinstance(seen, list):
+            seen.append(prefix)
+        else:
+            hosts[name] = [seen, prefix]
+            many.append(name)
+    for name in many:
+        hosts[name] = _prefix_free(hosts[name])
+    return hosts
 
 
 def parse_snis(path: str) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     suffixes: set[str] = set()
     expect = "a TLS server name, optionally starting with *. (e.g. *.example.com)"
-    for number, line in _lines(path):
+    for number, line in enumerate(_lines(path), 1):
+        if not line:
+            continue
         if line.startswith("*."):
             suffixes.add(_host(line[2:], path, number, expect))
         else:
@@ -149,40 +195,87 @@ def parse_snis(path: str) -> tuple[set[str], set[str]]:
     return names, suffixes
 
 
-def parse_ips(path: str) -> tuple[list[ipaddress.IPv4Network], list[ipaddress.IPv6Network]]:
-    nets4: list[ipaddress.IPv4Network] = []
-    nets6: list[ipaddress.IPv6Network] = []
-    for number, line in _lines(path):
+def _range(line: str) -> tuple[int, int, int]:
+    """(version, first, last) of an address or prefix; ValueError when it is neither."""
+    addr, slash, length = line.partition("/")
+    family, bits = (socket.AF_INET6, 128) if ":" in addr else (socket.AF_INET, 32)
+    try:
+        value = int.from_bytes(socket.inet_pton(family, addr), "big")
+    except OSError:
+        raise ValueError(f"{addr!r} is not an address") from None
+    n = bits
+    if slash:
+        if not length.isdigit() or not 0 <= int(length) <= bits:
+            raise ValueError(f"{length!r} is not a prefix length")
+        n = int(length)
+    host = (1 << (bits - n)) - 1
+    if value & host:
+        raise ValueError(f"{line} has host bits set")
+    return (6 if bits == 128 else 4), value, value | host
+
+
+def _merged(pairs: list[int], bits: int) -> tuple[list[int], list[int]]:
+    """Sorted, merged ranges from `first << bits | last` integers (one sort of plain ints)."""
+    pairs.sort()
+    mask = (1 << bits) - 1
+    starts: list[int] = []
+    ends: list[int] = []
+    for pair in pairs:
+        first, last = pair >> bits, pair & mask
+        if ends and first <= ends[-1] + 1:
+            if last > ends[-1]:
+                ends[-1] = last
+        else:
+            starts.append(first)
+            ends.append(last)
+    return starts, ends
+
+
+def parse_ips(path: str) -> dict[int, tuple[list[int], list[int]]]:
+    pairs: dict[int, list[int]] = {4: [], 6: []}
+    for number, line in enumerate(_lines(path), 1):
+        if not line:
+            continue
         try:
-            net = ipaddress.ip_network(line, strict=True)
+            version, first, last = _range(line)
         except ValueError as e:
             raise ListError(f"{line!r} is not an address or prefix ({e}); expected e.g. "
                             f"192.0.2.1, 198.51.100.0/24 or 2001:db8::/32", path, number) \
                 from None
-        (nets4 if net.version == 4 else nets6).append(net)  # type: ignore[arg-type]
+        pairs[version].append(first << (32 if version == 4 else 128) | last)
     # Non-overlapping and merged: what a kernel interval set takes, and what bisect needs.
-    return (list(ipaddress.collapse_addresses(nets4)),
-            list(ipaddress.collapse_addresses(nets6)))
+    return {4: _merged(pairs[4], 32), 6: _merged(pairs[6], 128)}
 
 
 def load(values: dict) -> Lists:
-    """Every configured list file, read and checked; raises ListError on the first bad line."""
-    hosts: dict[str, list[str]] = {}
+    """Every configured list file, read and checked; raises ListError on the first bad line.
+    The cyclic garbage collector is off meanwhile: a million small objects would make it
+    walk the heap again and again (a third of the time here), and none of them is cyclic."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(values)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(values: dict) -> Lists:
+    hosts: dict[str, str | list[str]] = {}
     names: set[str] = set()
     suffixes: set[str] = set()
-    nets4: list = []
-    nets6: list = []
+    ranges: dict[int, tuple[list[int], list[int]]] = {4: ([], []), 6: ([], [])}
     entries = {}
     if values.get(URL):
         hosts = parse_urls(values[URL])
-        entries[URL] = sum(len(p) for p in hosts.values())
+        entries[URL] = sum(1 if isinstance(p, str) else len(p) for p in hosts.values())
     if values.get(SNI):
         names, suffixes = parse_snis(values[SNI])
         entries[SNI] = len(names) + len(suffixes)
     if values.get(IP):
-        nets4, nets6 = parse_ips(values[IP])
-        entries[IP] = len(nets4) + len(nets6)
-    return Lists(hosts, names, suffixes, nets4, nets6, entries)
+        ranges = parse_ips(values[IP])
+        entries[IP] = len(ranges[4][0]) + len(ranges[6][0])
+    return Lists(hosts, names, suffixes, ranges, entries)
 
 
 def paths(values: dict) -> list[str]:

@@ -20,6 +20,7 @@ import ipaddress
 import os
 import struct
 from dataclasses import dataclass
+from email.utils import formatdate
 from urllib.parse import quote
 
 from .. import ndsum
@@ -92,6 +93,21 @@ def parse(frame: bytes) -> Segment | None:
                    ack, flags, l3, l4, end, frame[data:end])
 
 
+def destination(frame: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP destination of a frame `parse` refused (IPv6 extension headers, say): enough
+    to keep a blocked address blocked."""
+    at = 12
+    while len(frame) >= at + 4 and int.from_bytes(frame[at:at + 2], "big") in VLAN_TPIDS:
+        at += 4
+    kind = int.from_bytes(frame[at:at + 2], "big") if len(frame) >= at + 2 else 0
+    l3 = at + 2
+    if kind == ETH_P_IP and len(frame) >= l3 + 20:
+        return ipaddress.IPv4Address(frame[l3 + 16:l3 + 20])
+    if kind == ETH_P_IPV6 and len(frame) >= l3 + 40:
+        return ipaddress.IPv6Address(frame[l3 + 24:l3 + 40])
+    return None
+
+
 def _ip_header(version: int, src: bytes, dst: bytes, length: int) -> bytes:
     if version == 4:
         ident = int.from_bytes(os.urandom(2), "big")
@@ -124,97 +140,97 @@ def _consumed(seg: Segment) -> int:
     return len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
 
 
-def answer_to_subscriber(seg: Segment, data: bytes) -> bytes:
-    """`data` (the HTTP answer) from the server, with FIN: the subscriber's request is done."""
+def answer_to_subscriber(seg: Segment, data: bytes, ack: int | None = None,
+                         mss: int | None = None) -> list[bytes]:
+    """`data` (the HTTP answer) from the server, the last segment with FIN: the subscriber's
+    request is done. Cut to `mss` bytes a segment (RFC 9293 3.7.1: never more than the peer
+    can take): a long Location does not make one frame over the MTU. `ack`: the end of the
+    subscriber's data (default: the end of `seg`)."""
+    ack = seg.seq + _consumed(seg) if ack is None else ack
+    size = answer_mss(seg) if mss is None else mss
+    frames = []
+    seq = seg.ack
+    for at in range(0, len(data), size):
+        part = data[at:at + size]
+        last = at + size >= len(data)
+        flags = (FIN | PSH | ACK) if last else ACK
+        frames.append(tcp_frame(seg.src_mac, seg.dst_mac, seg.tags, seg.version, seg.dst,
+                                seg.src, seg.dport, seg.sport, seq, ack, flags, part))
+        seq += len(part)
+    return frames
+
+
+# The subscriber's MSS was in its SYN, which the inspector does not see. Without it: the
+# minimum every host takes (RFC 9293 3.7.1: 536 over IPv4; IPv6's 1280-byte MTU less 60),
+# or the size of the subscriber's own segments when larger (its link carried them), never
+# more than a 1500-byte Ethernet frame carries.
+MIN_MSS = {4: 536, 6: 1220}
+MAX_MSS = {4: 1460, 6: 1440}
+
+
+def answer_mss(seg: Segment, seen: int = 0) -> int:
+    return min(MAX_MSS[seg.version], max(MIN_MSS[seg.version], seen, len(seg.payload)))
+
+
+def ack_to_subscriber(seg: Segment, ack: int) -> bytes:
+    """An ACK "from the server" for data the inspector holds: a sender that waits for it
+    (Nagle) sends the rest of its request."""
     return tcp_frame(seg.src_mac, seg.dst_mac, seg.tags, seg.version, seg.dst, seg.src,
-                     seg.dport, seg.sport, seg.ack, seg.seq + _consumed(seg),
-                     FIN | PSH | ACK, data)
+                     seg.dport, seg.sport, seg.ack, ack, ACK)
 
 
-def reset_to_subscriber(seg: Segment) -> bytes:
+def reset_to_subscriber(seg: Segment, ack: int | None = None) -> bytes:
+    ack = seg.seq + _consumed(seg) if ack is None else ack
     return tcp_frame(seg.src_mac, seg.dst_mac, seg.tags, seg.version, seg.dst, seg.src,
-                     seg.dport, seg.sport, seg.ack, seg.seq + _consumed(seg), RST | ACK)
+                     seg.dport, seg.sport, seg.ack, ack, RST | ACK)
 
 
-def reset_to_server(seg: Segment, dst_mac: bytes, src_mac: bytes) -> bytes:
+def reset_to_server(seg: Segment, dst_mac: bytes, src_mac: bytes, seq: int | None = None) -> bytes:
+    """`seq`: the first byte the server has not seen (default: `seg`'s)."""
     return tcp_frame(dst_mac, src_mac, seg.tags, seg.version, seg.src, seg.dst, seg.sport,
-                     seg.dport, seg.seq, seg.ack, RST | ACK)
+                     seg.dport, seg.seq if seq is None else seq, seg.ack, RST | ACK)
 
 
-def reinjected(seg: Segment, dst_mac: bytes, src_mac: bytes) -> bytes:
-    """The selected frame as it was (but for the MACs), its TCP checksum computed again."""
+def reinjected(seg: Segment, dst_mac: bytes, src_mac: bytes, keep_data: bool = True) -> bytes:
+    """The selected frame as it was (but for the MACs), its TCP checksum computed again.
+    keep_data=False: without its data (a Fast Open SYN whose request is not complete: the
+    subscriber sends the data again after the handshake, where it is read whole)."""
     f = seg.frame
-    tcp = bytearray(f[seg.l4:seg.end])
+    data_at = seg.end - len(seg.payload)
+    tcp = bytearray(f[seg.l4:seg.end] if keep_data else f[seg.l4:data_at])
+    head = bytearray(f[seg.l3:seg.l4])
+    if not keep_data:
+        if seg.version == 4:
+            head[2:4] = struct.pack("!H", len(head) + len(tcp))
+            head[10:12] = b"\x00\x00"
+            head[10:12] = struct.pack("!H", checksum(bytes(head)))
+        else:
+            head[4:6] = struct.pack("!H", len(head) - 40 + len(tcp))
     tcp[16:18] = b"\x00\x00"
     csum = checksum(_pseudo(seg.version, seg.src, seg.dst, len(tcp)) + bytes(tcp))
     tcp[16:18] = struct.pack("!H", csum)
-    return (dst_mac + src_mac + f[12:seg.l4] + bytes(tcp)).ljust(ETH_MIN, b"\x00")
+    return (dst_mac + src_mac + f[12:seg.l3] + bytes(head) + bytes(tcp)).ljust(ETH_MIN, b"\x00")
 
 
-# -- HTTP -------------------------------------------------------------------------------------
-def http_request(payload: bytes) -> tuple[str, str] | None:
-    """(host, path) of the request that starts this payload, or None when the first segment
-    does not hold the request line and a Host header (the request then passes, counted)."""
-    head = payload.split(b"\r\n\r\n", 1)[0]
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        return None
-    target = parts[1].decode("latin-1")
-    host = None
-    if target.lower().startswith("http://"):  # absolute form: the target names the host
-        rest = target[7:]
-        host, slash, path = rest.partition("/")
-        target = slash + path or "/"
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"host":
-            host = host or value.strip().decode("latin-1")
-            break
-    if not host or not target.startswith("/"):
-        return None
-    return host, target
-
-
-def http_answer(redirect_url: str | None, host: str, path: str) -> bytes:
+# -- HTTP answers -------------------------------------------------------------------------------
+def http_answer(redirect_url: str | None, host: str, path: str, method: str = "GET",
+                now: float | None = None) -> bytes:
     """SKAT's answer: 302 to black_list_redirect (with UrlRedir= when it ends in ? or &),
-    or 403 without it. The notice must not be cached."""
-    nocache = ("Cache-Control: no-cache, no-store, must-revalidate\r\n"
-               "Pragma: no-cache\r\nExpires: 0\r\n")
+    or 403 without it. RFC 9110: a Date (6.6.1), no body to HEAD (9.3.2); the notice must
+    not be cached (RFC 9111 5.2.2: no-store; Expires as an HTTP date in the past, for
+    HTTP/1.0 caches)."""
+    date = formatdate(now, usegmt=True)
+    head = (f"Date: {date}\r\nCache-Control: no-cache, no-store, must-revalidate\r\n"
+            "Pragma: no-cache\r\nExpires: Thu, 01 Jan 1970 00:00:00 GMT\r\n")
     if redirect_url:
         location = redirect_url
         if location.endswith(("?", "&")):
             location += "UrlRedir=" + quote(f"http://{host}{path}", safe="")
-        return (f"HTTP/1.1 302 Found\r\nLocation: {location}\r\n{nocache}"
+        return (f"HTTP/1.1 302 Found\r\nLocation: {location}\r\n{head}"
                 "Content-Length: 0\r\nConnection: close\r\n\r\n").encode("latin-1")
     body = "Forbidden\n"
-    return (f"HTTP/1.1 403 Forbidden\r\n{nocache}Content-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode("latin-1")
-
-
-# -- TLS --------------------------------------------------------------------------------------
-def tls_server_name(payload: bytes) -> str | None:
-    """The server_name of the ClientHello that starts this payload (RFC 8446 4.1.2,
-    RFC 6066 3); None when it has none or it is not within this segment."""
-    try:
-        if payload[0] != 0x16 or payload[5] != 0x01:
-            return None
-        at = 5 + 4 + 2 + 32                       # handshake header, version, random
-        at += 1 + payload[at]                     # session id
-        at += 2 + int.from_bytes(payload[at:at + 2], "big")  # cipher suites
-        at += 1 + payload[at]                     # compression methods
-        end = at + 2 + int.from_bytes(payload[at:at + 2], "big")
-        at += 2
-        while at + 4 <= min(end, len(payload)):
-            kind = int.from_bytes(payload[at:at + 2], "big")
-            size = int.from_bytes(payload[at + 2:at + 4], "big")
-            if kind == 0:  # server_name: list length (2), type (1) = host_name, length (2)
-                if payload[at + 6] != 0:
-                    return None
-                n = int.from_bytes(payload[at + 7:at + 9], "big")
-                name = payload[at + 9:at + 9 + n]
-                return name.decode("ascii") if len(name) == n else None
-            at += 4 + size
-    except (IndexError, UnicodeDecodeError):
-        return None
-    return None
+    text = (f"HTTP/1.1 403 Forbidden\r\n{head}Content-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    if method != "HEAD":
+        text += body
+    return text.encode("latin-1")
