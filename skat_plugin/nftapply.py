@@ -20,6 +20,8 @@ COUNTERS = ("arp_replies", "nd_replies", "address_defences", "foreign_master_fra
 # The gateway's table lives across role switches, and so do its counters.
 GATEWAY_COUNTERS = ("forwarded_up", "forwarded_down", "unknown_subscriber", "ttl_expired",
                     "not_forwarded")
+# Learnings the gateway refused (nft/gateway.nft, admit): in `vrrp show`'s gateway counters.
+LEARN_COUNTERS = ("learn_outside", "learn_limited", "learn_table_full")
 
 
 def apply(ruleset: RuleSet, directory: Path | None = None) -> None:
@@ -95,8 +97,18 @@ def table_counters(family: str, table: str, names: tuple[str, ...]) -> dict[str,
 
 
 def read_gateway_counters() -> dict[str, int] | None:
-    """Packets per counter of the gateway's table; None when it is not loaded."""
-    return table_counters("netdev", GATEWAY_TABLE, GATEWAY_COUNTERS)
+    """Packets per counter of the gateway's table; None when it is not loaded.
+
+    Asked one counter at a time over netlink (nfnl.counter): libnftables would first fill
+    its cache with every element of the table's maps (over a minute and a GiB at a million
+    subscribers)."""
+    from . import nfnl
+
+    found = {name: nfnl.counter("netdev", GATEWAY_TABLE, name)
+             for name in GATEWAY_COUNTERS + LEARN_COUNTERS}
+    if found[GATEWAY_COUNTERS[0]] is None:
+        return None
+    return {name: value[0] if value else 0 for name, value in found.items()}
 
 
 # Every table of the plugin: what a repair puts back, and what a fingerprint covers.
