@@ -26,12 +26,26 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BASE_CONF
+from conftest import BASE_CONF, VMAC
 from daemonlab import start_daemon
-from gatewaylab import GATEWAY_KEYS, HOST4, border_router, host_behind, subscriber
+from gatewaylab import (
+    GATEWAY_CONF,
+    GATEWAY_KEYS,
+    HOST4,
+    HOST6,
+    SUB4,
+    border_router,
+    build,
+    host_behind,
+    subscriber,
+)
 from netlab import Lab, wait_for
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from wire import mac_of, send_frames
 
-from skat_plugin.render import LEARN_PORT_BURST, LEARN_PORT_RATE
+from skat_plugin.render import LEARN_MAC_BURST, LEARN_MAC_RATE, LEARN_PORT_BURST, LEARN_PORT_RATE
 
 NEW4 = "100.64.0.11"
 FLOOD = 60000
@@ -139,3 +153,30 @@ def test_a_60000_source_flood_leaves_the_table_and_the_daemon_standing(flood_lab
     assert 0 < count - 2 <= admitted  # the two subscribers, and the flood's share
     assert max(rss_before, rss_during, rss_after) < 150
     assert daemon.proc.poll() is None
+
+
+def test_one_mac_teaches_few_ips_and_foreign_prefixes_none(lab: Lab) -> None:
+    """The per-MAC meter: one MAC sending from 300 new IPs in a burst is learned for about
+    its burst (LEARN_MAC_BURST), not 300. A source outside vrrp_subscriber_nets, IPv4 or
+    IPv6, is never learned. The subscriber of that MAC keeps its own IP working."""
+    gw = build(lab, GATEWAY_CONF + "vrrp_subscriber_nets=100.64.0.0/16,2001:db8:100::/64\n")
+    lab.run(gw.sub, "ping", "-c", "1", "-W", "1", HOST4)
+    mac = mac_of(lab, gw.sub, "s0")
+    frames = [Ether(src=mac, dst=VMAC) / IP(src=f"100.64.{1 + i // 200}.{1 + i % 200}",
+                                           dst=HOST4) / UDP(dport=9) for i in range(300)]
+    frames += [Ether(src=mac, dst=VMAC) / IP(src="192.0.2.7", dst=HOST4) / UDP(dport=9),
+               Ether(src=mac, dst=VMAC) / IPv6(src="2001:db8:999::7", dst=HOST6)
+               / UDP(dport=9)]
+    started = time.monotonic()
+    send_frames(lab, gw.sub, "s0", frames)
+    took = time.monotonic() - started
+    ips = learned(gw.app)
+    counters = gw.app.show()["gateway"]["counters"]
+    flood_ips = {ip for ip in ips if ip.startswith("100.64.") and ip != SUB4}
+    print(f"\none MAC, 300 new IPs in {took:.2f} s: {len(flood_ips)} learned, "
+          f"counters {counters}")
+    assert 0 < len(flood_ips) <= LEARN_MAC_BURST + LEARN_MAC_RATE * (took + 1)
+    assert counters["learn_limited"] >= 300 - len(flood_ips)
+    assert "192.0.2.7" not in ips and "2001:db8:999::7" not in ips
+    assert counters["learn_outside"] == 2
+    lab.run(gw.sub, "ping", "-c", "3", "-i", "0.2", "-W", "1", HOST4)  # still served
