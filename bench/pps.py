@@ -100,6 +100,9 @@ PROBES = {
                         hook="ingress", dev="i0", rule="ip saddr @s drop;"),
     "map": _HOOK.format(objs="map m { typeof ip saddr : meta mark; elements = { 192.0.2.1 : 1 }; }",
                         hook="ingress", dev="i0", rule="meta mark set ip saddr map @m;"),
+    "meta3": _HOOK.format(objs="chain x { }", hook="ingress", dev="i0",
+                          rule="meta protocol ip6 jump x; meta protocol arp jump x; "
+                               "meta protocol 8021q jump x;"),
     "counter": _HOOK.format(objs="counter n { }", hook="ingress", dev="i0",
                             rule="counter name n;"),
     "vmap": _HOOK.format(objs="chain x { }", hook="ingress", dev="i0",
