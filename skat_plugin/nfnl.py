@@ -338,6 +338,10 @@ def counter(family: str, table: str, name: str) -> tuple[int, int] | None:
     return values.get(COUNTER_PACKETS, 0), values.get(COUNTER_BYTES, 0)
 
 
+class DumpSocket(_Socket):
+    """A socket for ElementDump, kept by its owner across dumps (close() when done)."""
+
+
 class ElementDump:
     """A set's elements, streamed from the kernel in steps a caller bounds.
 
@@ -346,8 +350,12 @@ class ElementDump:
     Elements added or removed meanwhile may be missed or seen twice, as in any netlink
     dump of a changing set: fine for offers that are made again anyway."""
 
-    def __init__(self, family: str, table: str, name: str) -> None:
-        self.sock: _Socket | None = _Socket()
+    def __init__(self, family: str, table: str, name: str,
+                 sock: DumpSocket | None = None) -> None:
+        """sock: a socket the caller keeps for its dumps (opening one costs 20-60 ms on a
+        busy machine); without it, the dump opens and closes one of its own."""
+        self._own = sock is None
+        self.sock: _Socket | None = _Socket() if sock is None else sock
         self.done = False
         try:
             self.sock.send(MSG_GETSETELEM, family, [_str(ELEM_LIST_TABLE, table),
@@ -357,9 +365,11 @@ class ElementDump:
             raise
 
     def close(self) -> None:
-        if self.sock is not None:
+        """Stop reading. A caller's socket stays open: what the kernel still sends of this
+        dump carries its sequence number, which the next request's reads skip."""
+        if self.sock is not None and self._own:
             self.sock.close()
-            self.sock = None
+        self.sock = None
         self.done = True
 
     def _receive(self, wait: bool) -> list[memoryview] | None:
