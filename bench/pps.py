@@ -33,6 +33,9 @@ machine's other load hits them alike):
   term-up       bras_terminate_l2=1: frames to the virtual MAC, rewritten and `fwd` to o0
   term-up-ttl   the same with bras_transparency=0 (TTL decrement via a verdict map)
   term-down-N   uplink -> virtual MAC -> subscriber, N subscribers loaded in map sub4
+  probe-X       the bare bridge plus one small table (PROBES): what one hook, one rule, one
+                set or map lookup, one counter, one egress hook cost here
+  NAME@old      with --old DIR: the case with the rule files of DIR (before/after, one run)
 
 `pps.py _fill N IP MAC` is an internal step (run inside the appliance's namespace).
 """
@@ -74,6 +77,8 @@ class Case:
     transparency: int = 1
     subscribers: int = 0
     br_netfilter: bool = False  # bridged IPv4/IPv6/ARP through the inet hooks (sysctls)
+    probe: str = ""           # no plugin: the bare bridge plus this nft table (PROBES)
+    nft_dir: str = ""         # the plugin's rule files from here (--old): before/after
 
     @property
     def counter(self) -> str | None:
@@ -81,6 +86,32 @@ class Case:
             return None
         return "forwarded_up" if self.up else "forwarded_down"
 
+
+# What one thing costs on the subscriber port's ingress (and the uplink port's egress, where
+# the backup guard sits): the bare bridge plus one small table. Bridged frames to u0's MAC;
+# no rule matches, so each pays the lookup or the compare and goes on.
+_HOOK = 'table netdev probe {{\n{objs}\nchain c {{ type filter hook {hook} device "{dev}" ' \
+    'priority 0; policy accept; {rule} }}\n}}'
+PROBES = {
+    "hook": _HOOK.format(objs="", hook="ingress", dev="i0", rule=""),
+    "rule": _HOOK.format(objs="", hook="ingress", dev="i0",
+                         rule="ether daddr 02:00:00:00:00:99 drop;"),
+    "set": _HOOK.format(objs="set s { type ipv4_addr; elements = { 192.0.2.1 }; }",
+                        hook="ingress", dev="i0", rule="ip saddr @s drop;"),
+    "map": _HOOK.format(objs="map m { typeof ip saddr : meta mark; elements = { 192.0.2.1 : 1 }; }",
+                        hook="ingress", dev="i0", rule="meta mark set ip saddr map @m;"),
+    "meta3": _HOOK.format(objs="chain x { }", hook="ingress", dev="i0",
+                          rule="meta protocol ip6 jump x; meta protocol arp jump x; "
+                               "meta protocol 8021q jump x;"),
+    "counter": _HOOK.format(objs="counter n { }", hook="ingress", dev="i0",
+                            rule="counter name n;"),
+    "vmap": _HOOK.format(objs="chain x { }", hook="ingress", dev="i0",
+                         rule="meta protocol vmap { ip6 : jump x, arp : jump x };"),
+    "egress": _HOOK.format(objs="", hook="egress", dev="o0", rule=""),
+    "egress-2rules": _HOOK.format(objs="", hook="egress", dev="o0",
+                                  rule="meta mark 0x5ca7 drop; ether saddr "
+                                       "{ 02:00:00:00:00:98, 02:00:00:00:00:99 } drop;"),
+}
 
 CASES = [
     Case("bare", True, None),
@@ -93,7 +124,20 @@ CASES = [
     Case("term-down-1", False, "master", terminate=True, subscribers=1),
     Case("term-down-1k", False, "master", terminate=True, subscribers=1_000),
     Case("term-down-100k", False, "master", terminate=True, subscribers=100_000),
+    *(Case(f"probe-{name}", True, None, probe=name) for name in PROBES),
 ]
+
+
+def with_old(cases: list[Case], directory: str) -> list[Case]:
+    """Each case with the plugin's rules also as `NAME@old`: the same case with the rule
+    files of `directory` (e.g. `git archive OLD nft | tar -x -C /tmp/old`), side by side."""
+    out = []
+    for c in cases:
+        out.append(c)
+        if c.role is not None:
+            out.append(Case(f"{c.name}@old", c.up, c.role, c.terminate, c.transparency,
+                            c.subscribers, c.br_netfilter, nft_dir=directory))
+    return out
 
 
 # --- inside the appliance's namespace ---------------------------------------------------------
@@ -216,9 +260,19 @@ class Bench:
                      f"net.bridge.bridge-nf-call-ip6tables={on}",
                      f"net.bridge.bridge-nf-call-arptables={on}")
         app.cli("stop")
+        if "netdev probe" in self.lab.run(app.ns, "nft", "list", "tables").stdout:
+            self.lab.run(app.ns, "nft", "delete", "table", "netdev", "probe")
+        if case.nft_dir:
+            os.environ["SKAT_NFT_DIR"] = case.nft_dir  # app.cli's environment
+        else:
+            os.environ.pop("SKAT_NFT_DIR", None)
         if case.role is None:  # bare means bare: no table of the plugin's left behind
             left = self.lab.run(app.ns, "nft", "list", "tables").stdout.strip()
             assert not left, f"after fdpi_cli stop: {left}"
+            if case.probe:
+                path = self.lab.path("probe.nft")
+                path.write_text(PROBES[case.probe] + "\n")
+                self.lab.run(app.ns, "nft", "-f", str(path))
         else:
             app.write_conf(self.conf(case))
             app.cli("start")
@@ -328,9 +382,13 @@ def main() -> int:
                     help="comma-separated subset (bare is always measured)")
     ap.add_argument("--gro", action="store_true",
                     help="GRO on the appliance's ports, as on a NIC (headers in the linear area)")
+    ap.add_argument("--old", metavar="DIR", default="",
+                    help="also run each plugin case with the rule files of DIR (NAME@old)")
     a = ap.parse_args()
     wanted = set(a.cases.split(",")) | {"bare"}
     cases = [c for c in CASES if c.name in wanted]
+    if a.old:
+        cases = with_old(cases, a.old)
     print(f"command: /usr/bin/python3 bench/pps.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"machine: {machine()}; load before: {loadavg()}", flush=True)
     runs: dict[str, list[dict]] = {c.name: [] for c in cases}

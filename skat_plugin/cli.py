@@ -194,8 +194,9 @@ def _via_daemon(request: dict, asked: bool = False, raw: bytes | None = None) ->
     return answer
 
 
-def _key_warnings(path: str) -> None:
-    """Near-misses of the plugin's key names (keynames.py), before the command acts."""
+def _key_warnings(path: str, checking: bool = False) -> None:
+    """Near-misses of the plugin's key names (keynames.py), before the command acts; and,
+    for `check`, what the configuration leaves open (schema.subscriber_nets_warning)."""
     import syslog
 
     from . import report
@@ -205,7 +206,10 @@ def _key_warnings(path: str) -> None:
         conf = conffile.read(path)
     except SkatError:
         return  # the command itself reports it
-    for line in keynames.warnings(conf, schema.KEYS):
+    lines = keynames.warnings(conf, schema.KEYS)
+    if checking:
+        lines += filter(None, [schema.subscriber_nets_warning(conf)])
+    for line in lines:
         report.console(f"fdpi_cli: warning: {line}", syslog.LOG_WARNING)
 
 
@@ -232,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = config.config_path(args.config)
     if command in ("start", "reload", "check"):
-        _key_warnings(path)
+        _key_warnings(path, command == "check")
     if command == "start":
         st = role.start(path, wait_ports=args.wait_ports)
         print(f"started: {st['role']}")

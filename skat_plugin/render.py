@@ -193,7 +193,8 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
         files.append("gateway-off.nft")
         return
     files.append("gateway-wake.nft" if role == MASTER else "gateway-sleep.nft")
-    files += ["gateway-maps.nft.in", "gateway.nft", "gateway-qinq-maps.nft.in",
+    files += ["gateway-maps.nft.in", "gateway-learn.nft.in", "gateway.nft",
+              "gateway-qinq-maps.nft.in",
               "gateway-qinq.nft"]
     timeout = int(cfg["bras_subscriber_timeout"])
     sync = float(cfg["vrrp_sync_interval"])
@@ -212,6 +213,7 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
         "sync_refresh": f"{max(5, timeout // 3)}s",
         # An offer waits for a few sync rounds (skat_plugin/gateway/sync.py reads it).
         "fresh_timeout": f"{max(3, int(3 * sync + 0.999))}s",
+        **_learning_defines(cfg),
     })
     if cfg.has_ipv6:
         files += ["gateway6-maps.nft.in", "gateway6.nft"]
@@ -224,6 +226,35 @@ def _add_gateway(cfg: Config, role: str, files: list[str], defines: dict[str, st
         files.append("gateway-ttl4.nft")
         if cfg.has_ipv6:
             files.append("gateway-ttl6.nft")
+
+
+# The learning meters (nft/gateway.nft, admit): new subscribers a second, with a burst.
+# A port: a mass reconnect of 10,000 subscribers is learned within 10 s; a flood of spoofed
+# sources adds at most this many a second. One MAC: a CPE with a few addresses, not more.
+LEARN_PORT_RATE, LEARN_PORT_BURST = 1000, 2000
+LEARN_MAC_RATE, LEARN_MAC_BURST = 4, 16
+# The subscriber table's bound (each map's and helper set's `size`, nft/gateway-maps.nft.in):
+# a full map refuses new subscribers (counted); subscribers.count() warns at ALARM_FILL.
+TABLE_SIZE = 1048576
+
+
+def _learning_defines(cfg: Config) -> dict[str, str]:
+    """The subscriber prefixes (everything without vrrp_subscriber_nets) and the meters."""
+    nets = [ipaddress.ip_network(n) for n in cfg.get("vrrp_subscriber_nets") or
+            ("0.0.0.0/0", "::/0")]
+    v4 = [n for n in nets if n.version == 4]
+    v6 = [n for n in nets if n.version == 6]
+    raw = [f"{hex(int(n.network_address))}-{hex(int(n.broadcast_address))}" for n in v4]
+    return {
+        # An empty anonymous set is refused by nft: a family without a prefix gets one that
+        # no source is in (validation refuses that for a family the gateway carries).
+        "sub_nets4": _set([str(n) for n in v4] or ["255.255.255.255"]),
+        "sub_nets6": _set([str(n) for n in v6] or ["ff0f::/128"]),
+        "sub_nets4_raw": _set(raw or ["0xffffffff"]),
+        "learn_port_rate": str(LEARN_PORT_RATE), "learn_port_burst": str(LEARN_PORT_BURST),
+        "learn_mac_rate": str(LEARN_MAC_RATE), "learn_mac_burst": str(LEARN_MAC_BURST),
+        "table_size": str(TABLE_SIZE),
+    }
 
 
 def tables_of(cfg: Config) -> set[tuple[str, str]]:

@@ -65,11 +65,11 @@ def references(topo: Topo) -> dict[str, list[str]]:
     topo.app.cli("vrrp", "set", "master")
     assert ruleset(topo.app) == ref["master"]
     # Sanity of the references themselves: both roles' tables are loaded in both roles
-    # (the split-brain counter and the protocol dispatch; ARP probe + request, 6 ND
-    # variants and 4 DAD defences, QinQ ARP probe + request; the guard), and only which of
-    # them sleeps differs.
-    both = {"netdev port_in": 2, "netdev arp_in": 2, "netdev nd_in": 10, "netdev qinq_in": 2,
-            "netdev port_out": 2, "bridge host_out": 1}
+    # (the split-brain counter, IPv4's exit and the protocol dispatch; ARP probe + request,
+    # 6 ND variants and 4 DAD defences, QinQ ARP probe + request; the guard: bridged
+    # frames' exit, mark, own MACs), and only which of them sleeps differs.
+    both = {"netdev port_in": 3, "netdev arp_in": 2, "netdev nd_in": 10, "netdev qinq_in": 2,
+            "netdev port_out": 3, "bridge host_out": 1}
     assert chains(ref["master"]) == chains(ref["backup"]) == both
     assert [i for i in ref["master"] if i.endswith(" dormant")] == [
         "table bridge skat_plugin_backup dormant", "table netdev skat_plugin_backup dormant"]

@@ -67,6 +67,11 @@ KEYS: dict[str, dict[str, Any]] = {
                             "schema": {"type": "integer", "minimum": 0, "maximum": 3},
                             "expect": "0: this plugin keeps VLAN tags as they are (removing "
                                       "and adding tags is not supported)"},
+    "vrrp_subscriber_nets": {"kind": "addrs",
+                             "schema": {"type": "array", "minItems": 1, "maxItems": 1024,
+                                        "items": {"type": "string"}},
+                             "expect": "the subscribers' IPv4 and IPv6 prefixes, separated by "
+                                       "commas, e.g. 100.64.0.0/10,2001:db8:100::/48"},
     "vrrp_sync_interval": {"kind": "float", "default": 1.0,
                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
                            "expect": "seconds between subscriber-table updates to the "
@@ -377,6 +382,7 @@ def _gateway_checks(v: dict[str, Any], fail: Any) -> None:
             if v.get(key) is None:
                 raise fail("bras_terminate_l2", f"bras_terminate_l2=1 needs {key}: set it "
                                                 f"(SKAT's L2 termination, docs/gateway.md)")
+    _subscriber_nets_checks(v, fail)
     if v["bras_icmp6_min_rtradv_interval"] > 0.75 * v["bras_icmp6_max_rtradv_interval"]:
         raise fail("bras_icmp6_min_rtradv_interval",
                    f"{v['bras_icmp6_min_rtradv_interval']} is more than 3/4 of "
@@ -392,6 +398,46 @@ def _gateway_checks(v: dict[str, Any], fail: Any) -> None:
     if 0 < mtu < 1280:
         raise fail("bras_icmp6_rtradv_mtu", f"{mtu} is below IPv6's minimum MTU; expected "
                                             f"{KEYS['bras_icmp6_rtradv_mtu']['expect']}")
+
+
+def _subscriber_nets_checks(v: dict[str, Any], fail: Any) -> None:
+    """vrrp_subscriber_nets: prefixes (host bits zero), and one per family the gateway
+    carries: a family without a prefix would learn no subscriber at all."""
+    nets = v.get("vrrp_subscriber_nets")
+    if nets is None:
+        return
+    parsed = []
+    for text in nets:
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError:
+            raise fail("vrrp_subscriber_nets",
+                       f"{text!r} is not a prefix with its host bits zero; expected "
+                       f"{KEYS['vrrp_subscriber_nets']['expect']}") from None
+        if net.is_multicast or net.is_loopback or (net.is_link_local and net.version == 6):
+            raise fail("vrrp_subscriber_nets", f"{text!r} holds no subscriber addresses "
+                                               f"(multicast, loopback or link-local)")
+        parsed.append(net)
+    v["vrrp_subscriber_nets"] = [str(n) for n in parsed]
+    if v["bras_terminate_l2"] == 1 and v.get("bras_ipv6_address") is not None \
+            and not any(n.version == 6 for n in parsed):
+        raise fail("vrrp_subscriber_nets", "lists no IPv6 prefix, but the gateway carries "
+                                           "IPv6 (bras_ipv6_address): no IPv6 subscriber "
+                                           "would be learned; add their prefix")
+    if not any(n.version == 4 for n in parsed):
+        raise fail("vrrp_subscriber_nets", "lists no IPv4 prefix: no IPv4 subscriber would "
+                                           "be learned; add their prefix")
+
+
+def subscriber_nets_warning(conf: ConfFile) -> str | None:
+    """The line `check` prints when the gateway learns from any source
+    (bras_terminate_l2=1 without vrrp_subscriber_nets)."""
+    entry = conf.get("bras_terminate_l2")
+    if entry is None or entry.value.strip() != "1" or conf.get("vrrp_subscriber_nets"):
+        return None
+    return (f"{conf.path}:{entry.line}: bras_terminate_l2=1 without vrrp_subscriber_nets: "
+            f"the gateway learns subscribers from any source address; set it to the "
+            f"subscribers' prefixes so that spoofed sources cannot fill its table")
 
 
 def _redirect_checks(v: dict[str, Any], fail: Any) -> None:
