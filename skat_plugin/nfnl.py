@@ -25,17 +25,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import select
-import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
-NETLINK_NETFILTER = 12
-NFNL_SUBSYS_NFTABLES = 10
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+from .nfnetlink import (
+    HEADER,
+    NFNL_SUBSYS_NFTABLES,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    attr,
+    attrs,
+    netfilter_socket,
+    string,
+)
+
 MSG_GETTABLE, MSG_GETCHAIN, MSG_GETRULE = 1, 4, 7
 MSG_GETSET, MSG_NEWSET = 10, 9
 MSG_GETSETELEM = 13
@@ -60,36 +69,11 @@ OBJ_TABLE, OBJ_NAME, OBJ_TYPE, OBJ_DATA = 1, 2, 3, 4
 OBJECT_COUNTER = 1
 COUNTER_BYTES, COUNTER_PACKETS = 1, 2
 
-_HDR = struct.Struct("=IHHII")
-_ATTR = struct.Struct("=HH")
 RECV_SIZE = 1 << 16  # the kernel fills a dump message up to about this (at most 64 KiB)
 
 
 class NetlinkError(OSError):
     pass
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    length = _ATTR.size + len(data)
-    return _ATTR.pack(length, kind) + data + b"\0" * (-length % 4)
-
-
-def _str(kind: int, text: str) -> bytes:
-    return _attr(kind, text.encode() + b"\0")
-
-
-def attrs(data: bytes | memoryview, start: int = 0, end: int | None = None
-          ) -> Iterator[tuple[int, memoryview]]:
-    """(type, payload) of each attribute in data[start:end]; flags masked off."""
-    view = memoryview(data)
-    end = len(view) if end is None else end
-    i = start
-    while i + 4 <= end:
-        length, kind = _ATTR.unpack_from(view, i)
-        if length < 4:
-            return
-        yield kind & 0x3FFF, view[i + 4:i + length]
-        i += (length + 3) & ~3
 
 
 def _first(data: bytes | memoryview, kind: int) -> memoryview | None:
@@ -100,9 +84,7 @@ class _Socket:
     """One request at a time on its own socket; messages of the answer as they arrive."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  NETLINK_NETFILTER)
-        self.sock.bind((0, 0))
+        self.sock = netfilter_socket(blocking=True)
         self.seq = 0
 
     def close(self) -> None:
@@ -112,7 +94,7 @@ class _Socket:
         self.seq += 1
         payload = struct.pack("=BBH", FAMILIES[family], 0, 0) + b"".join(body)
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        self.sock.send(_HDR.pack(_HDR.size + len(payload), (NFNL_SUBSYS_NFTABLES << 8)
+        self.sock.send(HEADER.pack(HEADER.size + len(payload), (NFNL_SUBSYS_NFTABLES << 8)
                                  | msg_type, flags, self.seq, 0) + payload)
 
     def messages_with_family(self) -> tuple[list[tuple[int, memoryview]], bool]:
@@ -129,11 +111,11 @@ class _Socket:
         data = memoryview(self.sock.recv(RECV_SIZE))
         out: list[tuple[int, memoryview]] = []
         i, done = 0, False
-        while i + _HDR.size <= len(data):
-            length, kind, _flags, seq, _pid = _HDR.unpack_from(data, i)
-            if length < _HDR.size:
+        while i + HEADER.size <= len(data):
+            length, kind, _flags, seq, _pid = HEADER.unpack_from(data, i)
+            if length < HEADER.size:
                 break
-            body = data[i + _HDR.size:i + length]
+            body = data[i + HEADER.size:i + length]
             i += (length + 3) & ~3
             if seq != self.seq:
                 continue  # the tail of an answer given up on
@@ -185,7 +167,7 @@ def table_flags(family: str, name: str) -> int | None:
     """A table's flags (TABLE_FLAG_DORMANT); None when it does not exist."""
     try:
         with _socket() as sock:
-            answer = sock.ask(MSG_GETTABLE, family, [_str(TABLE_NAME, name)])
+            answer = sock.ask(MSG_GETTABLE, family, [string(TABLE_NAME, name)])
     except NetlinkError as e:
         if e.errno == errno.ENOENT:
             return None
@@ -200,7 +182,7 @@ def counters(family: str, table: str) -> dict[str, int] | None:
         return None
     found = {}
     for _family, payload in _dump(MSG_GETOBJ, family, [
-            _str(OBJ_TABLE, table), _attr(OBJ_TYPE, struct.pack(">I", OBJECT_COUNTER))]):
+            string(OBJ_TABLE, table), attr(OBJ_TYPE, struct.pack(">I", OBJECT_COUNTER))]):
         values = {k: v for k, v in attrs(payload)}
         if OBJ_NAME in values and OBJ_DATA in values:
             data = {k: struct.unpack(">Q", v)[0] for k, v in attrs(values[OBJ_DATA])}
@@ -247,7 +229,7 @@ def table_digest(family: str, name: str) -> bytes | None:
     for kind, attr_table in ((MSG_GETCHAIN, CHAIN_TABLE), (MSG_GETRULE, RULE_TABLE),
                              (MSG_GETSET, SET_TABLE), (MSG_GETOBJ, OBJ_TABLE)):
         wanted = name.encode() + b"\0"
-        for _family, payload in _dump(kind, family, [_str(attr_table, name)]):
+        for _family, payload in _dump(kind, family, [string(attr_table, name)]):
             table = _first(payload, attr_table)  # not every dump filters by table
             if table is not None and bytes(table) == wanted:
                 digest.update(b"%d:" % kind + _stable(kind, payload) + b"\n")
@@ -298,7 +280,7 @@ def set_info(family: str, table: str, name: str,
     try:
         with _socket() as sock:
             answer = sock.ask(MSG_GETSET, family,
-                              [_str(SET_TABLE, table), _str(SET_NAME, name)])
+                              [string(SET_TABLE, table), string(SET_NAME, name)])
     except NetlinkError as e:
         if e.errno == errno.ENOENT:
             return None
@@ -325,8 +307,8 @@ def counter(family: str, table: str, name: str) -> tuple[int, int] | None:
     try:
         with _socket() as sock:
             answer = sock.ask(MSG_GETOBJ, family, [
-                _str(OBJ_TABLE, table), _str(OBJ_NAME, name),
-                _attr(OBJ_TYPE, struct.pack(">I", OBJECT_COUNTER))])
+                string(OBJ_TABLE, table), string(OBJ_NAME, name),
+                attr(OBJ_TYPE, struct.pack(">I", OBJECT_COUNTER))])
     except NetlinkError as e:
         if e.errno == errno.ENOENT:
             return None
@@ -358,8 +340,8 @@ class ElementDump:
         self.sock: _Socket | None = _Socket() if sock is None else sock
         self.done = False
         try:
-            self.sock.send(MSG_GETSETELEM, family, [_str(ELEM_LIST_TABLE, table),
-                                                    _str(ELEM_LIST_SET, name)], dump=True)
+            self.sock.send(MSG_GETSETELEM, family, [string(ELEM_LIST_TABLE, table),
+                                                    string(ELEM_LIST_SET, name)], dump=True)
         except OSError:
             self.close()
             raise

@@ -64,13 +64,14 @@ import ipaddress
 import random
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .. import ndsum, packetsock, report
 from ..announce import ALL_NODES, ETH_P_IPV6, Sender, mac_bytes
 from ..config import Config
-from . import budget, icmp_errors, mld
+from . import budget
 from .budget import TokenBucket
 
 ICMPV6 = 58
@@ -237,6 +238,23 @@ class _Listener:
     sock: socket.socket
     muted: dict[bytes, float] = field(default_factory=dict)  # source MAC -> until
 
+    def read(self) -> Iterator[tuple[bytes, bytes]]:
+        """(frame, its VLAN tag or b"") of the RS waiting, up to READ_BATCH (poll says when
+        more wait)."""
+        for _ in range(READ_BATCH):
+            try:
+                frame, ancdata, _, addr = self.sock.recvmsg(2048, socket.CMSG_SPACE(32))
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno == errno.ENETDOWN:  # the port went down: the kernel says so once,
+                    continue                   # the socket hears again once it is back up
+                report.warning(f"router solicitations on {self.port}: {e.strerror or e}",
+                               port=self.port)
+                return
+            if addr[2] != packetsock.PACKET_OUTGOING:  # the filter cannot see direction
+                yield frame, _vlan_tag(ancdata)
+
     def mute(self, macs: dict[bytes, float]) -> None:
         self.muted = macs
         try:
@@ -265,6 +283,49 @@ class _Pending:
     source: bytes = field(compare=False)
 
 
+class FloodGuard:
+    """A source refused MUTE_AFTER times in a row (an answer on its way, no budget) floods:
+    its MAC goes into its port's kernel filter for MUTE_FOR, so its frames are dropped
+    before user space. A muted MAC gets no answer, as it would have got none anyway."""
+
+    def __init__(self) -> None:
+        self.refusals: dict[bytes, int] = {}  # source -> refusals since its last answer
+        self.wanted: dict[tuple[str, bytes], float] = {}  # (port, MAC) -> until
+        self.mutes = 0  # times a flooding source's MAC was muted in the kernel
+
+    def clear(self) -> None:
+        self.refusals.clear()
+        self.wanted.clear()
+
+    def answered(self, source: bytes) -> None:
+        self.guard.answered(source)
+
+    def refused(self, port: str, source: bytes, mac: bytes, now: float) -> None:
+        """Count a source's refusals in a row; at MUTE_AFTER it floods: have its MAC muted."""
+        count = self.refusals.pop(source, 0) + 1
+        self.refusals[source] = count  # re-inserted: the dict stays in order of activity
+        if len(self.refusals) > MAX_SOURCES:
+            self.refusals.pop(next(iter(self.refusals)))
+        if count >= MUTE_AFTER and len(self.wanted) < MAX_MUTED:
+            self.refusals[source] = 0
+            self.wanted[(port, mac)] = now + MUTE_FOR
+
+    def apply(self, listener: _Listener, now: float) -> None:
+        """This port's flooding sources: their MACs into its kernel filter."""
+        wanted = {mac: until for (port, mac), until in self.wanted.items()
+                  if port == listener.port and mac not in listener.muted}
+        if not wanted:
+            return
+        for key in [k for k in self.wanted if k[0] == listener.port]:
+            del self.wanted[key]
+        room = MAX_MUTED - len(listener.muted)
+        if room <= 0:
+            return
+        added = dict(list(wanted.items())[:room])
+        self.mutes += len(added)
+        listener.mute({**listener.muted, **added})
+
+
 class RouterAdvertiser:
     """An event source of the daemon's poll loop: listener fds (fds/handle) and one timer
     (next_due/run). start() on entering master, stop() on leaving it. Times are the
@@ -282,10 +343,7 @@ class RouterAdvertiser:
         self.total = TokenBucket(TOTAL_RATE, int(TOTAL_RATE), 0.0)
         # Kept across stop()/start(): the 3 s between multicast RAs hold over a reload.
         self.last_multicast: dict[tuple[str, bytes], float] = {}
-        self.mld = mld.Reporter(sender, self.rng)
-        self.icmp = icmp_errors.TimeExceeded(sender)
-        self.refusals: dict[bytes, int] = {}        # source -> refusals since its last answer
-        self.mute_wanted: dict[tuple[str, bytes], float] = {}  # (port, MAC) -> until
+        self.guard = FloodGuard()
         self._seq = 0
         self._all_nodes_ra = b""
         # Totals since the daemon started (for metrics and tests).
@@ -293,18 +351,14 @@ class RouterAdvertiser:
         self.rs_ignored = 0       # invalid (RFC 4861 6.1.1) or addressed to another router
         self.rs_rate_limited = 0  # over the source's (or the total) answer budget
         self.rs_coalesced = 0     # served by an answer already scheduled
-        self.rs_mutes = 0         # times a flooding source's MAC was muted in the kernel
         self.ra_sent = 0          # solicited, takeover and unsolicited, per port
         self.multicast_sent = 0   # of which to all-nodes
 
     # -- role ----------------------------------------------------------------------------------
     def start(self, cfg: Config, now: float) -> None:
         """Entering master (or a new configuration while master): listen, announce, schedule.
-        Sends no RA when the gateway is no IPv6 router (the MLD reports still start when the
-        gateway has IPv6 addresses). fds() changes: re-register them."""
+        Sends no RA when the gateway is no IPv6 router. fds() changes: re-register them."""
         self.stop()
-        self.mld.start(cfg, now)
-        self.icmp.start(cfg, now)
         if not cfg.advertises_router:
             return
         self.cfg = cfg
@@ -334,10 +388,7 @@ class RouterAdvertiser:
         self.pending.clear()
         self.pending_sources.clear()
         self.sources.clear()
-        self.refusals.clear()
-        self.mute_wanted.clear()
-        self.mld.stop()
-        self.icmp.stop()
+        self.guard.clear()
         self.cfg = None
 
     @property
@@ -346,44 +397,27 @@ class RouterAdvertiser:
 
     # -- event source --------------------------------------------------------------------------
     def fds(self) -> list[int]:
-        return list(self.listeners) + self.mld.fds() + self.icmp.fds()
+        return list(self.listeners)
 
     def handle(self, fd: int, now: float) -> None:
         """Read the pending RS on `fd` (up to READ_BATCH; poll says when more wait) and
         schedule answers within each source's budget."""
         listener = self.listeners.get(fd)
         if listener is None or self.cfg is None:
-            self.mld.handle(fd, now)
-            self.icmp.handle(fd, now)
             return
-        for _ in range(READ_BATCH):
-            try:
-                frame, ancdata, _, addr = listener.sock.recvmsg(2048, socket.CMSG_SPACE(32))
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == errno.ENETDOWN:  # the port went down: the kernel says so once,
-                    continue                   # the socket hears again once it is back up
-                report.warning(f"router solicitations on {listener.port}: {e.strerror or e}",
-                               port=listener.port)
-                break
-            if addr[2] == packetsock.PACKET_OUTGOING:  # the filter cannot see direction; be sure
-                continue
-            self.solicit(listener.port, frame, _vlan_tag(ancdata), now)
-        self._mute(listener, now)
+        for frame, tag in listener.read():
+            self.solicit(listener.port, frame, tag, now)
+        self.guard.apply(listener, now)
 
     def next_due(self) -> float | None:
         times = [link.next_at for link in self.links.values() if link.next_at is not None]
         if self.pending:
             times.append(self.pending[0].due)
         times += [min(lst.muted.values()) for lst in self.listeners.values() if lst.muted]
-        times += [t for t in (self.mld.next_due(), self.icmp.next_due()) if t is not None]
         return min(times) if times else None
 
     def run(self, now: float) -> None:
-        """Send what is due: unicast answers, multicast RAs (periodic or answers), MLD."""
-        self.mld.run(now)
-        self.icmp.run(now)
+        """Send what is due: unicast answers, multicast RAs (periodic or answers)."""
         if self.cfg is None:
             return
         for listener in self.listeners.values():
@@ -405,9 +439,8 @@ class RouterAdvertiser:
     def counters(self) -> dict[str, Any]:
         return {"rs_received": self.rs_received, "rs_ignored": self.rs_ignored,
                 "rs_rate_limited": self.rs_rate_limited, "rs_coalesced": self.rs_coalesced,
-                "rs_mutes": self.rs_mutes,
-                "ra_sent": self.ra_sent, "ra_multicast": self.multicast_sent,
-                **self.mld.counters(), **self.icmp.counters()}
+                "rs_mutes": self.guard.mutes,
+                "ra_sent": self.ra_sent, "ra_multicast": self.multicast_sent}
 
     # -- one solicitation (handle() reads them; tests feed them) -------------------------------
     def solicit(self, port: str, frame: bytes, tag: bytes, now: float) -> None:
@@ -423,11 +456,11 @@ class RouterAdvertiser:
         bucket = self.sources.get(source)
         if source in self.pending_sources:
             self.rs_coalesced += 1  # its answer is on its way
-            self._refused(port, source, frame[6:12], now)
+            self.guard.refused(port, source, frame[6:12], now)
             return
         if bucket is not None and not bucket.has(now):
             self.rs_rate_limited += 1
-            self._refused(port, source, frame[6:12], now)
+            self.guard.refused(port, source, frame[6:12], now)
             return
         sol = parse_rs(frame)
         if sol is None or not _addressed_to_us(frame, self.cfg):
@@ -451,36 +484,9 @@ class RouterAdvertiser:
         self._seq += 1
         heapq.heappush(self.pending, _Pending(now + delay, self._seq, port, answer, source))
         self.pending_sources.add(source)
-        self.refusals.pop(source, None)
-
-    def _refused(self, port: str, source: bytes, mac: bytes, now: float) -> None:
-        """Count a source's refusals in a row; at MUTE_AFTER it floods: have its MAC muted."""
-        count = self.refusals.pop(source, 0) + 1
-        self.refusals[source] = count  # re-inserted: the dict stays in order of activity
-        if len(self.refusals) > MAX_SOURCES:
-            self.refusals.pop(next(iter(self.refusals)))
-        if count >= MUTE_AFTER and len(self.mute_wanted) < MAX_MUTED:
-            self.refusals[source] = 0
-            self.mute_wanted[(port, mac)] = now + MUTE_FOR
+        self.guard.answered(source)
 
     # -- inside ----------------------------------------------------------------------------------
-    def _mute(self, listener: _Listener, now: float) -> None:
-        """Sources of this port that flood: their MACs into the kernel filter, for MUTE_FOR.
-        Their frames are then dropped before user space; a muted MAC gets no answer, as it
-        would have got none anyway (its budget is spent)."""
-        wanted = {mac: until for (port, mac), until in self.mute_wanted.items()
-                  if port == listener.port and mac not in listener.muted}
-        if not wanted:
-            return
-        for key in [k for k in self.mute_wanted if k[0] == listener.port]:
-            del self.mute_wanted[key]
-        room = MAX_MUTED - len(listener.muted)
-        if room <= 0:
-            return
-        added = dict(list(wanted.items())[:room])
-        self.rs_mutes += len(added)
-        listener.mute({**listener.muted, **added})
-
     def _multicast_answer(self, port: str, tag: bytes, now: float, delay: float) -> None:
         """RFC 4861 6.2.6: the answer to an RS from :: is a multicast RA, delayed, never
         within 3 s of the link's previous one; an RA already scheduled sooner serves it."""
@@ -514,14 +520,18 @@ class RouterAdvertiser:
         if len(self.last_multicast) > MAX_LINKS:
             self.last_multicast.pop(next(iter(self.last_multicast)))
         # Sent, whatever the cause: the link's periodic timer starts again (RFC 4861 6.2.6).
-        link.next_at = self._next_time(link, now) if link.periodic else None
+        link.next_at = _periodic_next(self.cfg, self.rng, link, now) \
+            if link.periodic else None
 
-    def _next_time(self, link: _Link, now: float) -> float:
-        assert self.cfg is not None
-        low = _value(self.cfg, "bras_icmp6_min_rtradv_interval")
-        high = _value(self.cfg, "bras_icmp6_max_rtradv_interval")
-        interval = self.rng.uniform(low, high)
-        if link.initial_left > 0:  # a lost takeover RA is repeated soon (RFC 4861 6.2.4)
-            link.initial_left -= 1
-            interval = min(interval, MAX_INITIAL_RTR_ADVERT_INTERVAL)
-        return now + interval
+
+def _periodic_next(cfg: Config | None, rng: random.Random, link: _Link, now: float) -> float:
+    """The link's next unsolicited RA: at random between the interval keys; the first
+    MAX_INITIAL_RTR_ADVERTISEMENTS no more than MAX_INITIAL_RTR_ADVERT_INTERVAL apart (a lost
+    takeover RA is repeated soon, RFC 4861 6.2.4)."""
+    assert cfg is not None
+    interval = rng.uniform(_value(cfg, "bras_icmp6_min_rtradv_interval"),
+                           _value(cfg, "bras_icmp6_max_rtradv_interval"))
+    if link.initial_left > 0:
+        link.initial_left -= 1
+        interval = min(interval, MAX_INITIAL_RTR_ADVERT_INTERVAL)
+    return now + interval

@@ -14,14 +14,22 @@ import socket
 import struct
 import threading
 
-NETLINK_NETFILTER = 12
-NFNL_SUBSYS_NFTABLES = 10
-NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
+from ..nfnetlink import (
+    NFNL_MSG_BATCH_BEGIN,
+    NFNL_MSG_BATCH_END,
+    NFNL_SUBSYS_NFTABLES,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    attr,
+    message,
+    nested,
+    netfilter_socket,
+)
+
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFPROTO_NETDEV = 5
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
-NLMSG_ERROR = 2
-NLA_F_NESTED = 0x8000
 # enum nft_set_elem_list_attributes, nft_set_elem_attributes, nft_data_attributes
 LIST_TABLE, LIST_SET, LIST_ELEMENTS = 1, 2, 3
 LIST_ELEM = 1
@@ -30,48 +38,32 @@ DATA_VALUE = 1
 IFNAMSIZ = 16
 
 
-def _attr(kind: int, value: bytes) -> bytes:
-    head = struct.pack("=HH", 4 + len(value), kind)
-    return head + value + b"\0" * (-(4 + len(value)) % 4)
-
-
-def _nested(kind: int, *inner: bytes) -> bytes:
-    return _attr(kind | NLA_F_NESTED, b"".join(inner))
-
-
-def _msg(kind: int, flags: int, seq: int, family: int, res_id: int, body: bytes = b"") -> bytes:
-    payload = struct.pack("!BBH", family, 0, res_id) + body
-    return struct.pack("=IHHII", 16 + len(payload), kind, flags, seq, 0) + payload
-
-
 def _elements(ports: dict[str, int], timeout_ms: int | None) -> bytes:
     elems = []
     for name, mark in ports.items():
         key = name.encode()[:IFNAMSIZ - 1].ljust(IFNAMSIZ, b"\0")
-        parts = [_nested(ELEM_KEY, _attr(DATA_VALUE, key)),
-                 _nested(ELEM_DATA, _attr(DATA_VALUE, struct.pack("=I", mark)))]
+        parts = [nested(ELEM_KEY, attr(DATA_VALUE, key)),
+                 nested(ELEM_DATA, attr(DATA_VALUE, struct.pack("=I", mark)))]
         if timeout_ms is not None:
-            parts.append(_attr(ELEM_TIMEOUT, struct.pack("!Q", timeout_ms)))
-        elems.append(_nested(LIST_ELEM, *parts))
-    return _nested(LIST_ELEMENTS, *elems)
+            parts.append(attr(ELEM_TIMEOUT, struct.pack("!Q", timeout_ms)))
+        elems.append(nested(LIST_ELEM, *parts))
+    return nested(LIST_ELEMENTS, *elems)
 
 
 class Beat:
     """One netlink socket, kept; `renew(ports, ms)` and `remove(ports)`."""
 
     def __init__(self, table: str, set_name: str) -> None:
-        self.names = (_attr(LIST_TABLE, table.encode() + b"\0")
-                      + _attr(LIST_SET, set_name.encode() + b"\0"))
+        self.names = (attr(LIST_TABLE, table.encode() + b"\0")
+                      + attr(LIST_SET, set_name.encode() + b"\0"))
         self.sock: socket.socket | None = None
         self.seq = int.from_bytes(os.urandom(3), "big")
         self.lock = threading.Lock()  # the heartbeat thread and the loop share the socket
 
     def _socket(self) -> socket.socket:
         if self.sock is None:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                      NETLINK_NETFILTER)
+            self.sock = netfilter_socket(blocking=True)
             self.sock.settimeout(1.0)
-            self.sock.bind((0, 0))
         return self.sock
 
     def _batch(self, ops: list[tuple[int, bytes]]) -> bool:
@@ -81,16 +73,16 @@ class Beat:
     def _send(self, ops: list[tuple[int, bytes]]) -> bool:
         sock = self._socket()
         seqs = []
-        out = [_msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, self._next(), socket.AF_UNSPEC,
+        out = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, self._next(), socket.AF_UNSPEC,
                     NFNL_SUBSYS_NFTABLES)]
         for kind, body in ops:
             seq = self._next()
             seqs.append(seq)
             flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE if kind == NFT_MSG_NEWSETELEM
                                                  else 0)
-            out.append(_msg((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, NFPROTO_NETDEV, 0,
+            out.append(message((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, NFPROTO_NETDEV, 0,
                             self.names + body))
-        out.append(_msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, self._next(), socket.AF_UNSPEC,
+        out.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, self._next(), socket.AF_UNSPEC,
                         NFNL_SUBSYS_NFTABLES))
         sock.send(b"".join(out))
         pending = set(seqs)

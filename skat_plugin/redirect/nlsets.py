@@ -13,6 +13,19 @@ from __future__ import annotations
 import socket
 import struct
 
+from ..nfnetlink import (
+    NETLINK_NETFILTER,
+    NFNL_MSG_BATCH_BEGIN,
+    NFNL_MSG_BATCH_END,
+    NFNL_SUBSYS_NFTABLES,
+    NLA_F_NESTED,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    attr,
+    message,
+)
 from .nlbeat import (
     DATA_VALUE,
     ELEM_KEY,
@@ -20,22 +33,11 @@ from .nlbeat import (
     LIST_ELEMENTS,
     LIST_SET,
     LIST_TABLE,
-    NFNL_MSG_BATCH_BEGIN,
-    NFNL_MSG_BATCH_END,
-    NFNL_SUBSYS_NFTABLES,
     NFPROTO_NETDEV,
     NFT_MSG_DELSETELEM,
     NFT_MSG_NEWSETELEM,
-    NLA_F_NESTED,
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_REQUEST,
-    NLMSG_ERROR,
-    _attr,
-    _msg,
 )
 
-NETLINK_NETFILTER = 12
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 ATTR_MAX = 65000  # an attribute's length is 16 bits: elements a message, by key size
 
@@ -50,16 +52,16 @@ def _element_prefix(keylen: int) -> bytes:
 def replace(table: str, sets: dict[str, list[bytes]]) -> bool:
     """Each set (name -> keys, all of one length, 4-byte aligned) holds exactly `keys`
     after one transaction. False (nothing changed) on any error."""
-    names = {name: _attr(LIST_TABLE, table.encode() + b"\0")
-             + _attr(LIST_SET, name.encode() + b"\0") for name in sets}
+    names = {name: attr(LIST_TABLE, table.encode() + b"\0")
+             + attr(LIST_SET, name.encode() + b"\0") for name in sets}
     seq = 1
-    msgs = [_msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, socket.AF_UNSPEC,
+    msgs = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, socket.AF_UNSPEC,
                  NFNL_SUBSYS_NFTABLES)]
     acks = []
     for name, keys in sets.items():
         seq += 1
         acks.append(seq)
-        msgs.append(_msg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+        msgs.append(message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
                          NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_NETDEV, 0, names[name]))
         size = len(keys[0]) if keys else 4
         chunk = ATTR_MAX // (12 + size)
@@ -70,11 +72,11 @@ def replace(table: str, sets: dict[str, list[bytes]]) -> bool:
             elements = struct.pack("=HH", 4 + len(body), LIST_ELEMENTS | NLA_F_NESTED) + body
             seq += 1
             acks.append(seq)
-            msgs.append(_msg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM,
+            msgs.append(message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM,
                              NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq, NFPROTO_NETDEV, 0,
                              names[name] + elements))
     seq += 1
-    msgs.append(_msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, socket.AF_UNSPEC,
+    msgs.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, socket.AF_UNSPEC,
                      NFNL_SUBSYS_NFTABLES))
     batch = b"".join(msgs)
     try:

@@ -23,10 +23,9 @@ import struct
 from collections.abc import Callable
 
 from ..election.splitbrain import POLL, Change, Watch
+from ..nfnetlink import HEADER, NFGEN, NFNL_SUBSYS_ULOG, attr, attrs, messages, netfilter_socket
 from . import Source
-from .netlink import HEADER, NFGEN, attr, attributes, messages, netfilter_socket
 
-NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
 NFULA_CFG_CMD = 1
@@ -72,9 +71,9 @@ def _in_ports(data: bytes) -> tuple[int, set[str]]:
             continue
         frames += 1
         start = offset + HEADER.size + NFGEN.size
-        for attr_kind, at, size in attributes(data, start, min(offset + length, len(data))):
-            if attr_kind == NFULA_IFINDEX_INDEV and size >= 4:
-                index = struct.unpack_from(">I", data, at)[0]
+        for kind, payload in attrs(data, start, offset + length):
+            if kind == NFULA_IFINDEX_INDEV and len(payload) >= 4:
+                index = struct.unpack_from(">I", payload)[0]
                 try:
                     ports.add(socket.if_indextoname(index))
                 except OSError:

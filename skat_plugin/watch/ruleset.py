@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..nfnetlink import messages, netfilter_socket
 from . import Source
-from .netlink import messages, netfilter_socket
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
