@@ -298,7 +298,7 @@ class FloodGuard:
         self.wanted.clear()
 
     def answered(self, source: bytes) -> None:
-        self.guard.answered(source)
+        self.refusals.pop(source, None)
 
     def refused(self, port: str, source: bytes, mac: bytes, now: float) -> None:
         """Count a source's refusals in a row; at MUTE_AFTER it floods: have its MAC muted."""
