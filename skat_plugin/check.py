@@ -76,7 +76,9 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
     """Raises the error start would meet first (ConfigError, PortError, ApplyError).
 
     Returns what was checked, and notes: things that are not errors for start but that the
-    operator should know (a reload that would refuse changed ports).
+    operator should know (a reload that would refuse changed ports); warnings: what works
+    less than configured (a subscriber-table sync without its key); the sync key's
+    fingerprint, to compare across the group.
     """
     from . import config, nftapply, render, role, state
 
@@ -94,6 +96,11 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
             notes.append("in_dev/out_dev differ from the running bridges: 'fdpi_cli reload' "
                          "refuses that; 'systemctl restart skat-plugin' applies it (and "
                          "restarts keepalived: a failover on a running group)")
+    from .gateway import sync
+
+    key, _why = sync.key_of(cfg)
+    warnings = [w for w in (sync.warning_for(cfg),) if w]
     return {"config": str(Path(cfg.source)), "ports": cfg.ports, "pairs": len(cfg.pairs),
             "vrrp_enable": cfg["vrrp_enable"], "start_role": role.start_role(cfg),
-            "running_role": st["role"] if st else None, "notes": notes}
+            "running_role": st["role"] if st else None, "notes": notes, "warnings": warnings,
+            "sync_key": sync.syncwire.fingerprint(key) if key else None}

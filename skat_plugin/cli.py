@@ -219,6 +219,16 @@ def run(args: argparse.Namespace) -> int:
         res = check.run(path, wait_at_boot=args.wait_ports_at_boot)
         for note in res["notes"]:
             print(f"note: {note}")
+        if res["warnings"]:
+            import syslog
+
+            from . import report
+
+            for warning in res["warnings"]:
+                report.console(f"fdpi_cli: warning: {warning}", syslog.LOG_WARNING)
+        if res["sync_key"]:
+            print(f"sync key: fingerprint {res['sync_key']} (equal on every appliance of "
+                  f"the group)")
         running = f", running as {res['running_role']}" if res["running_role"] else ""
         print(f"ok: {res['config']}: {res['pairs']} bridge(s) of {', '.join(res['ports'])}, "
               f"vrrp_enable={res['vrrp_enable']}, start role {res['start_role']}{running}; "
