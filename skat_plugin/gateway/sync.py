@@ -30,9 +30,10 @@ How (the data stream):
   vrrp_sync_interval, says how far the master's stream goes and which dump it sent last.
 - Every DATA datagram has a data sequence number (dseq). A backup acknowledges what it
   got (ACK, at most every ACK_INTERVAL) and lists the dseqs it misses; the master resends
-  those from the last RETAIN datagrams. A dseq missing for GIVE_UP s is counted lost, and
-  the backup asks for the whole table again. So a burst arrives whole, or every lost
-  datagram is counted (`lost`) and repaired by a dump.
+  those from the last RETAIN datagrams. A dseq the master no longer keeps (its STATUS
+  says from where it keeps them), or that a master silent for SILENT s still owes, is
+  counted lost, and the backup asks for the whole table again. So a burst arrives whole,
+  or every lost datagram is counted (`lost`) and repaired by a dump.
 - Pacing: at most SEND_BURST datagrams per PACE s, and at most WINDOW datagrams beyond
   the slowest backup's acknowledgement (backups heard within RECEIVER_TTL): the receivers'
   socket buffers never overflow, however large the table.
@@ -73,11 +74,13 @@ RECEIVER_TTL = 2.0      # s: a backup not heard for this long no longer holds th
 RECV_BURST = 8          # datagrams per handle(), stored in one transaction
 ACK_INTERVAL = 0.02     # s between a backup's acknowledgements to one master
 NACK_DELAY = 0.01       # s a missing dseq waits (reordering) before it is asked for
-GIVE_UP = 2.0           # s after which a missing dseq is lost (counted; a dump repairs it)
+RENACK = 0.05           # s after asking, and the socket emptied since: ask again
+SILENT = 10.0           # s without a word from a master: what it still owes us is lost
 RESEND_HOLDOFF = 0.25   # s: one dseq is resent to one backup at most this often
 REQUEST_RETRY = 3.0     # s between requests for the whole table
+LOST_REQUEST_GAP = 0.5  # s: after a loss, the next request (sooner than a retry)
 DUMP_GAP = 2.0          # s between the starts of two dumps of the whole table
-MAX_MISSING = 65536     # dseqs one backup tracks as missing; more are lost at once
+MAX_MISSING = 2 * RETAIN  # dseqs a backup asks for; older ones cannot be resent anyway
 RCVBUF = 4 << 20        # a window of datagrams must fit: 512 x ~2.3 KiB
 SNDBUF = 1 << 20
 REOPEN = 5.0            # seconds between attempts to open the socket
@@ -162,17 +165,19 @@ class Stream:
     """What a backup knows of one master's data stream."""
 
     __slots__ = ("acked_at", "addr", "base", "heard", "high", "missing", "request_at",
-                 "unacked", "want_dump")
+                 "requested_at", "unacked", "want_dump")
 
     def __init__(self, addr: str, base: int, now: float) -> None:
         self.addr = addr
         self.base = base        # every dseq after it is ours to receive (or count lost)
         self.high = base        # the highest dseq known to exist
-        self.missing: dict[int, float] = {}  # dseq -> when it was found missing
+        # dseq -> [when it may be asked for (again), asked before]
+        self.missing: dict[int, list[Any]] = {}
         self.unacked = False    # something arrived since the last ACK
         self.acked_at = -math.inf
         self.want_dump = True   # a first contact: ask for the whole table
         self.request_at = now
+        self.requested_at = -math.inf
         self.heard = now
 
     def through(self) -> int:
@@ -244,6 +249,7 @@ class TableSync:
         self.dump_not_before = 0.0
         # The backups' side: one stream per master heard.
         self.streams: dict[bytes, Stream] = {}
+        self.drained_at = -math.inf         # when the socket was last found empty
         if self.enabled:
             self._open()
 
@@ -352,6 +358,7 @@ class TableSync:
             try:
                 data, (addr, _port) = self.sock.recvfrom(MAX_DATAGRAM + 1)
             except (BlockingIOError, InterruptedError):
+                self.drained_at = now  # all that was sent to us before now is read
                 break
             except OSError as e:  # e.g. an ICMP error queued for an earlier send
                 self._once(f"recv:{e.errno}", f"subscriber-table sync: receive: {e}")
@@ -408,7 +415,7 @@ class TableSync:
         if self.is_master:  # never into the live table: the master's own learning rules
             self.count["ignored_pairs"] += len(msg.pairs)
             return []
-        st = self._stream(msg.sender, addr, msg.ref - 1, now)
+        st = self._stream(msg.sender, addr, max(0, msg.ref - 1), now)
         dseq = msg.ref
         if dseq > st.high:
             self._missing(st, st.high + 1, dseq - 1, now)
@@ -435,14 +442,24 @@ class TableSync:
             first = last - max(room, 0) + 1
             self._want_dump(st, now)
         for dseq in range(first, last + 1):
-            st.missing[dseq] = now
+            st.missing[dseq] = [now + NACK_DELAY, False]
         self.next_at = min(self.next_at, now + NACK_DELAY)
 
+    def _lose(self, sender: bytes, st: Stream, dseqs: list[int], why: str, now: float) -> None:
+        """These will not come: counted, and a dump asked for."""
+        for dseq in dseqs:
+            del st.missing[dseq]
+        self.count["lost"] += len(dseqs)
+        self._once(f"lost:{sender.hex()}", f"subscriber-table sync: {len(dseqs)} "
+                   f"datagram(s) from {st.addr} lost ({why}; counted in `lost`); asking for "
+                   f"the whole table again")
+        self._want_dump(st, now)
+
     def _want_dump(self, st: Stream, now: float) -> None:
-        if not st.want_dump:
-            st.want_dump = True
-            st.base = st.high
-            st.request_at = max(now, st.request_at)
+        """Something is lost: only a dump that starts after now repairs it."""
+        st.want_dump = True
+        st.base = st.high
+        st.request_at = min(st.request_at, max(now, st.requested_at + LOST_REQUEST_GAP))
 
     def _on_status(self, msg: syncwire.Message, addr: str, now: float) -> None:
         if self.is_master:
@@ -451,6 +468,9 @@ class TableSync:
         if msg.ref > st.high:  # the tail of a burst did not arrive (yet)
             self._missing(st, st.high + 1, msg.ref, now)
             st.high = msg.ref
+        gone = [dseq for dseq in st.missing if dseq < msg.kept]
+        if gone:
+            self._lose(msg.sender, st, gone, "the master no longer keeps them", now)
         first, last = msg.dump
         if st.want_dump and first > st.base and st.through() >= last:
             st.want_dump = False  # a whole dump after our request has arrived
@@ -465,23 +485,26 @@ class TableSync:
                 del self.receivers[min(self.receivers, key=lambda s: self.receivers[s].heard)]
             rec = self.receivers[msg.sender] = Receiver(addr, msg.ref, now)
         rec.addr, rec.through, rec.heard = addr, msg.ref, now
-        budget = 4 * SEND_BURST  # resends queued per ACK
+        budget = 4 * SEND_BURST  # dseqs looked at per ACK: bounded work, whatever it asks
         for first, last in msg.ranges:
-            for dseq in range(first, min(last, first + budget) + 1):
-                if now - self.resent_at.get((addr, dseq), -math.inf) < RESEND_HOLDOFF:
-                    continue
-                self.resent_at[(addr, dseq)] = now
-                if dseq in self.retain:
-                    self.resends.append((dseq, addr))
-                    budget -= 1
-                else:
-                    self.resent_at[(addr, dseq)] = math.inf  # counted once
-                    self.count["unavailable"] += 1
-            if budget <= 0:
-                break
-        if len(self.resent_at) > 4 * RETAIN:
+            dseq = first
+            while dseq <= last and budget > 0:
+                budget -= 1
+                key = (addr, dseq)
+                if now >= self.resent_at.get(key, -math.inf) + RESEND_HOLDOFF:
+                    if dseq in self.retain:
+                        self.resent_at[key] = now
+                        if len(self.resends) < RETAIN:
+                            self.resends.append((dseq, addr))
+                    else:  # gone: STATUS tells the backup (it counts it lost)
+                        self.resent_at[key] = now + SILENT  # counted once, not every ACK
+                        self.count["unavailable"] += 1
+                dseq += 1
+        if len(self.resent_at) > 4 * RETAIN:  # bounded, whatever the ACKs ask
             self.resent_at = {k: t for k, t in self.resent_at.items()
-                              if now - t < RESEND_HOLDOFF}
+                              if now < t + RESEND_HOLDOFF}
+            if len(self.resent_at) > 2 * RETAIN:
+                self.resent_at.clear()
         self.next_at = min(self.next_at, now)
 
     def _on_request(self, msg: syncwire.Message, now: float) -> None:
@@ -494,6 +517,7 @@ class TableSync:
         self.next_at = min(self.next_at, max(now, self.dump_not_before))
 
     def _store(self, pairs: list[subscribers.Pair]) -> None:
+        pairs = list(dict(pairs).items())  # the last word on an IP wins, as in store()
         try:
             stored = subscribers.store(pairs)
         except Exception as e:  # the kernel's table is not ours to crash the daemon over
@@ -526,10 +550,15 @@ class TableSync:
         if now < self.next_at and now < self.round_at:
             return
         self.next_at = math.inf
-        if self.is_master:
-            self._run_master(now)
-        else:
-            self._run_backup(now)
+        try:  # the timer's error boundary: a bug here must not end the daemon either
+            if self.is_master:
+                self._run_master(now)
+            else:
+                self._run_backup(now)
+        except Exception as e:
+            self.count["internal_errors"] += 1
+            self._once("run-error", f"subscriber-table sync: internal error: {e!r}")
+            self.next_at = now + REOPEN
         if now >= self.round_at:
             self.round_at = now + self.interval
 
@@ -580,8 +609,9 @@ class TableSync:
         self.count["dump_pairs"] += len(self.dump)
 
     def _window_open(self, now: float) -> bool:
+        """Room to send: a live backup never misses more than we keep for resending."""
         live = [r.through for r in self.receivers.values() if now - r.heard < RECEIVER_TTL]
-        return not live or _last_dseq - min(live) < WINDOW
+        return not live or _last_dseq - min(live) < min(WINDOW, RETAIN)
 
     def _send(self, now: float) -> None:
         global _last_dseq
@@ -614,7 +644,8 @@ class TableSync:
                 self.count["sent_pairs"] += n4 + n6
 
     def _status(self) -> None:
-        data = syncwire.status(*self._header(), _last_dseq, self.dump_done)
+        kept = next(iter(self.retain)) if self.retain else _last_dseq + 1
+        data = syncwire.status(*self._header(), _last_dseq, self.dump_done, kept)
         for target in self.peers or [BROADCAST]:
             if self.sock is not None and self._sendto(data, target, time.monotonic()):
                 self.count["status_sent"] += 1
@@ -624,17 +655,10 @@ class TableSync:
         self.offers.clear()  # a backup sends no data; a former master's backlog is stale
         self.dump.clear()
         for sender, st in list(self.streams.items()):
-            given_up = [d for d, when in st.missing.items() if now - when >= GIVE_UP]
-            for dseq in given_up:
-                del st.missing[dseq]
-            if given_up:
-                self.count["lost"] += len(given_up)
-                self._once(f"lost:{sender.hex()}", f"subscriber-table sync: "
-                           f"{len(given_up)} datagram(s) from {st.addr} lost (counted in "
-                           f"`lost`); asking for the whole table again")
-                self._want_dump(st, now)
+            if st.missing and now - st.heard >= SILENT:
+                self._lose(sender, st, list(st.missing), f"silent for {SILENT:g} s", now)
             if st.want_dump and now >= st.request_at:
-                st.request_at = now + REQUEST_RETRY
+                st.request_at, st.requested_at = now + REQUEST_RETRY, now
                 data = syncwire.request(*self._header(), sender, st.base)
                 if self._sendto(data, st.addr, now):
                     self.count["requests_sent"] += 1
@@ -643,21 +667,31 @@ class TableSync:
             if self.sock is None:
                 return
             if st.unacked or st.missing:
-                self.next_at = min(self.next_at, st.acked_at + ACK_INTERVAL,
-                                   *(when + GIVE_UP for when in
-                                     itertools.islice(st.missing.values(), 1)))
+                self.next_at = min(self.next_at, st.acked_at + ACK_INTERVAL)
+            if st.missing:
+                self.next_at = min(self.next_at, st.heard + SILENT)
             if st.want_dump:
                 self.next_at = min(self.next_at, st.request_at)
 
     def _ack(self, sender: bytes, st: Stream, now: float) -> None:
+        """What arrived (through) and what to resend. A dseq is asked for once it had time
+        to arrive out of order (NACK_DELAY), and again only once the socket was empty
+        after RENACK: a resend queued behind a burst is not asked for twice."""
         ranges: list[tuple[int, int]] = []
-        for dseq in sorted(d for d, when in st.missing.items() if now - when >= NACK_DELAY):
+        for dseq in sorted(st.missing):
+            due = st.missing[dseq]
+            if now < due[0] or (due[1] and self.drained_at < due[0]):
+                continue
             if ranges and ranges[-1][1] == dseq - 1:
                 ranges[-1] = (ranges[-1][0], dseq)
             elif len(ranges) < syncwire.MAX_RANGES:
                 ranges.append((dseq, dseq))
             else:
                 break
+            due[0], due[1] = now + RENACK, True
+        if not ranges and not st.unacked:
+            st.acked_at = now  # nothing to say: look again after ACK_INTERVAL
+            return
         data = syncwire.ack(*self._header(), sender, st.through(), ranges)
         st.acked_at, st.unacked = now, False
         if self._sendto(data, st.addr, now):
@@ -698,7 +732,7 @@ class TableSync:
                  "status_sent", "dumps", "dump_pairs", "requests_received",
                  "received_pairs", "received_messages", "stored_pairs", "ignored_pairs",
                  "duplicates", "gaps", "recovered", "lost", "acks_sent", "requests_sent",
-                 "full_syncs", "send_errors")
+                 "full_syncs", "send_errors", "internal_errors")
         out: dict[str, Any] = {name: self.count[name] for name in names}
         out["refused_messages"] = sum(self.refused.values())
         out["refused"] = dict(self.refused)

@@ -20,7 +20,8 @@ Every datagram, big-endian, at most MAX_DATAGRAM bytes (no IP fragments):
     42      2   n6: DATA: IPv6 records; else 0
     44          body:
                 DATA     n4 x (IPv4 address 4, MAC 6), then n6 x (IPv6 address 16, MAC 6)
-                STATUS   the last complete full-table dump: its first dseq 8, its last 8
+                STATUS   the last complete full-table dump: its first dseq 8, its last 8;
+                         the oldest dseq the sender can still resend 8
                 ACK      the master's sender id 8, then n4 x (first dseq 8, last dseq 8)
                 REQUEST  the master's sender id 8
     end-32 32   HMAC-SHA256 with the group key (vrrp_sync_key_file) over everything before it
@@ -101,6 +102,7 @@ class Message(NamedTuple):
     ranges: list[tuple[int, int]]       # ACK: missing dseq ranges, first <= last
     target: bytes                       # ACK, REQUEST: the master's sender id
     dump: tuple[int, int]               # STATUS: (first, last) dseq of the last full dump
+    kept: int                           # STATUS: the oldest dseq the sender can resend
 
 
 # -- encoding -----------------------------------------------------------------------------
@@ -124,9 +126,9 @@ def data(key: bytes, router_id: int, sender: bytes, seq: int, time_ms: int, dseq
 
 
 def status(key: bytes, router_id: int, sender: bytes, seq: int, time_ms: int, last: int,
-           dump: tuple[int, int]) -> bytes:
+           dump: tuple[int, int], kept: int) -> bytes:
     return _seal(key, STATUS, router_id, sender, seq, time_ms, last, 0, 0,
-                 struct.pack("!QQ", *dump))
+                 struct.pack("!QQQ", *dump, kept))
 
 
 def ack(key: bytes, router_id: int, sender: bytes, seq: int, time_ms: int, target: bytes,
@@ -157,7 +159,7 @@ def _body_size(kind: int, n4: int, n6: int) -> int | None:
         return 8 + n4 * RANGE if n6 == 0 and n4 <= MAX_RANGES else None
     if n4 or n6:
         return None
-    return 16 if kind == STATUS else 8
+    return 24 if kind == STATUS else 8
 
 
 def _mac_ok(raw: bytes) -> bool:
@@ -213,6 +215,7 @@ def decode(datagram: bytes, key: bytes, router_id: int) -> Message | str:
     ranges: list[tuple[int, int]] = []
     target = b""
     dump = (0, 0)
+    kept = 0
     if kind == DATA:
         found = _pairs(body, n4, n6)
         if found is None:
@@ -220,6 +223,7 @@ def decode(datagram: bytes, key: bytes, router_id: int) -> Message | str:
         pairs = found
     elif kind == STATUS:
         dump = _RANGE.unpack_from(body)
+        kept = _U64.unpack_from(body, 16)[0]
     elif kind == ACK:
         target = body[:8]
         ranges = [_RANGE.unpack_from(body, 8 + i * RANGE) for i in range(n4)]
@@ -227,7 +231,7 @@ def decode(datagram: bytes, key: bytes, router_id: int) -> Message | str:
             return "length"
     else:
         target = body[:8]
-    return Message(kind, rid, sender, seq, time_ms, ref, pairs, ranges, target, dump)
+    return Message(kind, rid, sender, seq, time_ms, ref, pairs, ranges, target, dump, kept)
 
 
 # -- replay -------------------------------------------------------------------------------
