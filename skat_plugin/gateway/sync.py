@@ -327,7 +327,8 @@ class TableSync:
         return [self.sock.fileno()] if self.sock is not None else []
 
     def _sendto(self, data: bytes, target: str, now: float) -> bool:
-        assert self.sock is not None
+        if self.sock is None:  # dropped a moment ago (the interface went)
+            return False
         try:
             self.sock.sendto(data, (target, self.port))
         except OSError as e:
@@ -647,7 +648,7 @@ class TableSync:
         kept = next(iter(self.retain)) if self.retain else _last_dseq + 1
         data = syncwire.status(*self._header(), _last_dseq, self.dump_done, kept)
         for target in self.peers or [BROADCAST]:
-            if self.sock is not None and self._sendto(data, target, time.monotonic()):
+            if self._sendto(data, target, time.monotonic()):
                 self.count["status_sent"] += 1
 
     # -- a backup's turn ---------------------------------------------------------------------
