@@ -11,7 +11,9 @@
    backup that asks for it, over a link that loses a share of all datagrams (ACKs and
    resends included). The kernel's part (reading the master's map, storing into the
    backup's) is left out: this is the protocol and its pacing alone. Both ends run in
-   this one process, as the daemon's loop would turn them.
+   this one process, as the daemon's loop would turn them; beside it, how long each turn
+   of each end's loop took (handle + run: what the daemon's loop pays for the sync; the
+   master's first turn of a dump includes building the fake table's list).
 3. With --kernel N (root): the same through real sockets, nft and the kernel's maps, in two
    namespaces: N pairs stored in the master's sub4 first, then a backup's sync starts (the
    driver of tests/test_gateway_sync.py); the time until the backup's map holds all N, and
@@ -77,9 +79,15 @@ def costs(rounds: int) -> list[str]:
     return rows
 
 
+def _turns(turns: list[float]) -> str:
+    ordered = sorted(turns)
+    return f"{ordered[int(0.99 * len(ordered))] * 1000:.2f} / {ordered[-1] * 1000:.1f}"
+
+
 def in_memory(sizes: list[int], losses: list[float]) -> list[str]:
     rows = ["| pairs | loss | full sync (s) | datagrams on the link | resent | gaps | "
-            "recovered | lost |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "recovered | lost | master's turns p99 / max (ms) | backup's turns p99 / max (ms) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
         table = syncsim.pairs(n)
         for loss in losses:
@@ -92,7 +100,8 @@ def in_memory(sizes: list[int], losses: list[float]) -> list[str]:
             whole = len(b.stored) == n
             rows.append(f"| {n:,} | {loss:.0%} | {took:.2f}{'' if whole else ' (INCOMPLETE)'}"
                         f" | {link.datagrams:,} | {a.sync.count['resent']:,} | {c['gaps']} "
-                        f"| {c['recovered']} | {c['lost']} |")
+                        f"| {c['recovered']} | {c['lost']} | {_turns(a.turns)} | "
+                        f"{_turns(b.turns)} |")
             print(rows[-1], file=sys.stderr, flush=True)
     return rows
 

@@ -88,6 +88,7 @@ class Node:
         self.sync.enabled = True
         self.sync.is_master = master
         self.paused = False  # a stalled process: its loop does not turn
+        self.turns: list[float] = []  # seconds each turn of its loop took (handle + run)
 
 
 class Link:
@@ -115,10 +116,12 @@ class Link:
                         continue
                     self._bind(node)
                     now = time.monotonic()
+                    t0 = time.perf_counter()
                     node.sync.handle(node.sock.fileno(), now)
                     due = node.sync.next_due()
                     if due is not None and now >= due:
                         node.sync.run(now)
+                    node.turns.append(time.perf_counter() - t0)
                 if until():
                     break
                 time.sleep(0.0002)

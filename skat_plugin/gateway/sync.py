@@ -58,7 +58,7 @@ import secrets
 import socket
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import report
@@ -128,37 +128,54 @@ def warning_for(cfg: Config) -> str | None:
 
 class Records:
     """Pairs waiting to be sent, packed (10 or 22 bytes each): a million take 10-22 MB
-    where a list of tuples of strings would take ~200 MB."""
+    where a list of tuples of strings would take ~200 MB. A fed source (a dump of the
+    whole table) is packed as it is sent, REFILL pairs at a time: a turn of the loop pays
+    only for what it sends."""
 
-    __slots__ = ("at4", "at6", "v4", "v6")
+    __slots__ = ("at4", "at6", "source", "v4", "v6")
+    REFILL = 1024
 
     def __init__(self, pairs: Iterable[subscribers.Pair] = ()) -> None:
         self.v4, self.v6 = bytearray(), bytearray()
         self.at4 = self.at6 = 0
+        self.source: Iterator[subscribers.Pair] | None = None
         self.add(pairs)
 
     def add(self, pairs: Iterable[subscribers.Pair]) -> None:
         for ip, mac in pairs:
             (self.v6 if ":" in ip else self.v4).extend(syncwire.record(ip, mac))
 
+    def feed(self, source: Iterable[subscribers.Pair]) -> None:
+        self.source = iter(source)
+
     def __len__(self) -> int:
+        """Packed and not sent yet (a fed source may hold more)."""
         return (len(self.v4) - self.at4) // REC4 + (len(self.v6) - self.at6) // REC6
+
+    def __bool__(self) -> bool:
+        return self.source is not None or len(self) > 0
 
     def take(self) -> tuple[int, int, bytes]:
         """One datagram's records from the head: (n4, n6, records), IPv4 first."""
+        while self.source is not None and len(self) < ROOM // REC4:
+            chunk = list(itertools.islice(self.source, self.REFILL))
+            if len(chunk) < self.REFILL:
+                self.source = None
+            self.add(chunk)
         n4 = min((len(self.v4) - self.at4) // REC4, ROOM // REC4)
         n6 = min((len(self.v6) - self.at6) // REC6, (ROOM - n4 * REC4) // REC6)
         out = bytes(self.v4[self.at4:self.at4 + n4 * REC4]
                     + self.v6[self.at6:self.at6 + n6 * REC6])
         self.at4 += n4 * REC4
         self.at6 += n6 * REC6
-        if not len(self):
+        if not self:
             self.clear()
         return n4, n6, out
 
     def clear(self) -> None:
         self.v4, self.v6 = bytearray(), bytearray()
         self.at4 = self.at6 = 0
+        self.source = None
 
 
 class Stream:
@@ -604,10 +621,8 @@ class TableSync:
         except Exception as e:
             self._once("dump-error", f"subscriber-table sync: reading the table failed: {e}")
             return
-        self.dump = Records((sub.ip, sub.mac) for sub in table)
-        del table
+        self.dump.feed((sub.ip, sub.mac) for sub in table)
         self.dump_first = _last_dseq + 1
-        self.count["dump_pairs"] += len(self.dump)
 
     def _window_open(self, now: float) -> bool:
         """Room to send: a live backup never misses more than we keep for resending."""
@@ -634,6 +649,10 @@ class TableSync:
                 self.count["window_full"] += 1
                 return
             n4, n6, records = queue.take()
+            if not n4 + n6:  # a fed source that ran dry
+                continue
+            if queue is self.dump:
+                self.count["dump_pairs"] += n4 + n6
             dseq = _last_dseq = next(_DSEQ)
             self.retain[dseq] = (n4, n6, records)
             if len(self.retain) > RETAIN:
