@@ -533,7 +533,10 @@ def test_a_full_sync_reaches_a_new_backup_through_the_kernel(lab: Lab) -> None:
     drive(group, a, "master")
     start = time.monotonic()
     drive(group, b, "backup")
-    wait_for(lambda: len(nft_map(lab, b.ns, "sub4")) == 20000, timeout=30, interval=0.1,
+    # A listing of a large map right after writes may come back short here (seen in
+    # bench/sync.py, whole a moment later): wait for the whole of it.
+    wait_for(lambda: {ip: mac for ip, (mac, _) in nft_map(lab, b.ns, "sub4").items()}
+             == dict(table), timeout=30, interval=0.1,
              what="B to hold the master's 20,000 subscribers")
     took = time.monotonic() - start
     cb = wait_for(lambda: (c := group.counters(b)).get("full_syncs") and c, timeout=5,
@@ -541,7 +544,7 @@ def test_a_full_sync_reaches_a_new_backup_through_the_kernel(lab: Lab) -> None:
     print(f"\nfull sync of 20,000 to a new backup: {took:.2f} s; B: {cb['received_messages']} "
           f"datagrams, gaps {cb['gaps']}, lost {cb['lost']}")
     assert cb["lost"] == 0 and cb["refused_messages"] == 0
-    assert {ip: mac for ip, (mac, _) in nft_map(lab, b.ns, "sub4").items()} == dict(table)
+    assert cb["stored_pairs"] == cb["received_pairs"] >= 20000
 
 
 def test_wire_layout_is_what_the_docs_say() -> None:
