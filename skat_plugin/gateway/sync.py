@@ -601,9 +601,10 @@ class TableSync:
             self.round_at = now  # say so now: the backups stop asking
         if now >= self.round_at:
             self._status()
-        if self.resends or self.offers or self.dump or self.dump_wanted:
-            self.next_at = max(now + PACE, self.dump_not_before if self.dump_wanted
-                               and not (self.resends or self.offers or self.dump) else 0)
+        if self.resends or self.offers or self.dump:
+            self.next_at = now + PACE
+        elif self.dump_wanted:
+            self.next_at = max(now + PACE, self.dump_not_before)
 
     def _offers(self, fresh: Iterable[subscribers.Pair], now: float) -> list[subscribers.Pair]:
         """The fresh pairs not offered with the same MAC within resend_after."""
@@ -672,8 +673,6 @@ class TableSync:
 
     # -- a backup's turn ---------------------------------------------------------------------
     def _run_backup(self, now: float) -> None:
-        self.offers.clear()  # a backup sends no data; a former master's backlog is stale
-        self.dump.clear()
         for sender, st in list(self.streams.items()):
             if st.missing and now - st.heard >= SILENT:
                 self._lose(sender, st, list(st.missing), f"silent for {SILENT:g} s", now)
