@@ -99,7 +99,14 @@ class Group:
                  border: bool = False) -> None:
         self.lab = lab
         if border:
-            extra_conf = gatewaylab.GATEWAY_KEYS + extra_conf
+            # The subscriber-table sync runs only with the group's key: one file of root's
+            # (0600) that every appliance's fastdpi.conf names, as an operator would copy it.
+            key = lab.path("sync.key")
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, os.urandom(32).hex().encode() + b"\n")
+            os.close(fd)
+            extra_conf = (gatewaylab.GATEWAY_KEYS + f"vrrp_sync_key_file={key}\n"
+                          + extra_conf)
         # Run the daemons with only the capabilities skat-plugin-daemon.service grants.
         self.daemon_prefix = ["setpriv", "--bounding-set=-all,+net_admin,+net_raw",
                               "--inh-caps=-all"] if unit_caps else []

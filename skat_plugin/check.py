@@ -39,8 +39,9 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
     """Raises the error start would meet first (ConfigError, PortError, ApplyError).
 
     Returns what was checked, notes (not errors for start, but the operator should know:
-    a reload that would refuse changed ports) and warnings (said at err: a group about to
-    have two gateways or none).
+    a reload that would refuse changed ports), warnings (said at err: a group about to have
+    two gateways or none, a subscriber-table sync without its key) and the sync key's
+    fingerprint, to compare across the group.
     """
     from . import config, nftapply, render, role, state
 
@@ -64,10 +65,14 @@ def run(path: str, wait_at_boot: float = 0) -> dict[str, Any]:
                             "reload: two gateways in the group (every ARP request answered "
                             "twice) until the other appliance steps down; hand the gateway "
                             "over first or keep vrrp_enable=1")
+    from .gateway import sync
+
+    key, _why = sync.key_of(cfg)
+    warnings += [w for w in (sync.warning_for(cfg),) if w]
     return {"config": str(Path(cfg.source)), "ports": cfg.ports, "pairs": len(cfg.pairs),
             "vrrp_enable": cfg["vrrp_enable"], "start_role": role.start_role(cfg),
-            "running_role": st["role"] if st else None, "notes": notes,
-            "warnings": warnings}
+            "running_role": st["role"] if st else None, "notes": notes, "warnings": warnings,
+            "sync_key": sync.syncwire.fingerprint(key) if key else None}
 
 
 def election_warnings(cfg: Config) -> list[str]:

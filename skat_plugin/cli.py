@@ -258,6 +258,9 @@ def run(args: argparse.Namespace) -> int:
             from . import report
 
             report.console(f"fdpi_cli: warning: {warning}")  # at err: an operator must act
+        if res["sync_key"]:
+            print(f"sync key: fingerprint {res['sync_key']} (equal on every appliance of "
+                  f"the group)")
         running = f", running as {res['running_role']}" if res["running_role"] else ""
         print(f"ok: {res['config']}: {res['pairs']} bridge(s) of {', '.join(res['ports'])}, "
               f"vrrp_enable={res['vrrp_enable']}, start role {res['start_role']}{running}; "

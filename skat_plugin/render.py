@@ -277,6 +277,7 @@ def _add_vrrp_firewall(cfg: Config, files: list[str], defines: dict[str, str]) -
         return
     files.append("vrrp-firewall.nft")
     defines["vrrp_if"] = f'"{cfg["vrrp_interface"]}"'
+    defines["sync_port"] = str(cfg["vrrp_sync_port"])  # the table sync: TTL 255, peers
     peers = cfg.get("vrrp_unicast_peers") or []
     if peers:
         files.append("vrrp-from-peers.nft")

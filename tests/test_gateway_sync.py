@@ -14,8 +14,12 @@ under test, and compared with what the module says.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import secrets
+import shutil
+import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -30,12 +34,30 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from wire import Capture, mac_of
 
+from skat_plugin.gateway import syncwire
+
 SYNC_INTERVAL = 0.5
 TIMEOUT = 300
 PORT = 23720
+
+
+def _key_file() -> Path:
+    """The group's key for these tests: root's, mode 0600, in a directory of its own."""
+    where = Path(tempfile.mkdtemp(prefix="skat-sync-key-"))
+    atexit.register(shutil.rmtree, where, True)
+    path = where / "sync.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, secrets.token_hex(32).encode() + b"\n")
+    os.close(fd)
+    return path
+
+
+KEY_FILE = _key_file()
+KEY = KEY_FILE.read_bytes().strip()
 SYNC_CONF = BASE_CONF + GATEWAY_KEYS + textwrap.dedent(f"""\
     vrrp_interface=v0
     vrrp_sync_interval={SYNC_INTERVAL}
+    vrrp_sync_key_file={KEY_FILE}
     bras_subscriber_timeout={TIMEOUT}
     """)
 
@@ -51,6 +73,7 @@ conf, role, out, mode = sys.argv[1:5]
 if mode != "probe":
     subscribers.REFRESH_IN_PLACE = mode == "in-place"
 sync = TableSync(load(conf))
+sync.is_master = role == "master"
 poller, polled = select.poll(), set()
 while True:
     for fd in set(sync.fds()) - polled:
@@ -62,22 +85,38 @@ while True:
         sync.handle(fd, time.monotonic())
     now = time.monotonic()
     if (due := sync.next_due()) is not None and now >= due:
-        sync.is_master = role == "master"
         sync.run(now)
     with open(out + ".tmp", "w") as f:
         json.dump(dict(sync.counters(), fds=len(sync.fds())), f)
     os.replace(out + ".tmp", out)
 """
 
-# One datagram as another appliance would send it (argv: source, destination, JSON).
+# Datagrams as another appliance would send them: TTL 255, from the sync port (argv:
+# source, destination, port, then each datagram in hex).
 SEND = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"v0")
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: a source not (yet) on this host
 s.bind((sys.argv[1], 0))
-s.sendto(sys.argv[3].encode(), (sys.argv[2], int(sys.argv[4])))
+for data in sys.argv[4:]:
+    s.sendto(bytes.fromhex(data), (sys.argv[2], int(sys.argv[3])))
 """
+
+_seq = iter(range(1, 1 << 30))
+
+
+def message(pairs: list[tuple[str, str]], key: bytes = KEY, router_id: int = 51,
+            sender: bytes = b"testtest", dseq: int = 1, age: float = 0.0) -> bytes:
+    """A DATA datagram as a master would send it (a fresh seq every time)."""
+    from skat_plugin.gateway import sync
+
+    n4, n6, records = sync.Records(pairs).take()
+    return syncwire.data(key, router_id, sender, next(_seq),
+                         int((time.time() - age) * 1000), dseq, n4, n6, records)
 
 
 @dataclass
@@ -141,9 +180,8 @@ def module_view(app: Appliance) -> dict:
     return json.loads(app.lab.run(app.ns, PYTHON, "-c", code, env=app.env()).stdout)
 
 
-def send(lab: Lab, ns: str, src: str, dst: str, message: dict | str) -> None:
-    text = message if isinstance(message, str) else json.dumps(message)
-    lab.run(ns, PYTHON, "-c", SEND, src, dst, text, str(PORT))
+def send(lab: Lab, ns: str, src: str, dst: str, *datagrams: bytes) -> None:
+    lab.run(ns, PYTHON, "-c", SEND, src, dst, str(PORT), *(d.hex() for d in datagrams))
 
 
 def speak(group: Group) -> None:
@@ -227,28 +265,42 @@ def test_backup_holds_the_masters_subscribers_and_carries_them_after_a_takeover(
 def test_foreign_and_malformed_messages_are_refused_and_counted(group: Group) -> None:
     lab, a, b = group.lab, group.a, group.b
     drive(group, b, "backup")
-    good = {"v": 1, "router_id": 51, "sender": "test", "pairs": [["100.64.0.77",
-                                                                  "02:00:00:00:00:77"]]}
-    send(lab, a.ns, "192.0.2.1", "192.0.2.2", dict(good, router_id=52))
-    send(lab, a.ns, "192.0.2.1", "255.255.255.255", "not json")
-    send(lab, a.ns, "192.0.2.1", "192.0.2.2", dict(good, v=2))
-    send(lab, a.ns, "192.0.2.1", "192.0.2.2",
-         dict(good, pairs=[["100.64.0.78", "ff:ff:ff:ff:ff:ff"]]))
-    send(lab, a.ns, "192.0.2.1", "192.0.2.2", dict(good, pairs="100.64.0.78"))
-    wait_for(lambda: group.counters(b).get("refused_messages") == 5, timeout=5,
-             what="five refused messages")
+    pair = [("100.64.0.77", "02:00:00:00:00:77")]
+    good = message(pair)
+    bad_pair = bytearray(message(pair))  # a broadcast MAC, signed: refused by its records
+    bad_pair[syncwire.HEADER.size + 4] = 0xFF
+    bad_pair[-syncwire.MAC_SIZE:] = syncwire.hmac.digest(
+        KEY, bytes(bad_pair[:-syncwire.MAC_SIZE]), "sha256")
+    refusals = {
+        "router_id": message(pair, router_id=52),
+        "mac": message(pair, key=b"another group's key, 32 bytes.."),
+        "magic": b'{"v":1,"router_id":51,"sender":"x","pairs":[["100.64.0.78",'
+                 b'"02:66:66:66:66:66"]]}',  # the old format's poisoning, as issue 17 sent it
+        "short": b"not a sync datagram",
+        "version": good[:4] + b"\x02" + good[5:],
+        "length": good[:-1],
+        "pair": bytes(bad_pair),
+        "stale": message(pair, age=120),
+    }
+    send(lab, a.ns, "192.0.2.1", "192.0.2.2", *refusals.values())
+    wait_for(lambda: group.counters(b).get("refused_messages") == len(refusals), timeout=5,
+             what="every message refused")
+    assert group.counters(b)["refused"] == {reason: 1 for reason in refusals}
     assert group.counters(b)["stored_pairs"] == 0
     assert nft_map(lab, b.ns, "sub4") == {}
 
-    # The same message with the group's router id is taken, unicast or broadcast.
+    # A message of the group, with its key, is taken, broadcast or unicast; the same datagram
+    # again is a replay.
     send(lab, a.ns, "192.0.2.1", "255.255.255.255", good)
-    send(lab, a.ns, "192.0.2.1", "192.0.2.2", dict(good, pairs=[["2001:db8:100::77",
-                                                                 "02:00:00:00:00:77"]]))
+    six = message([("2001:db8:100::77", "02:00:00:00:00:77")], dseq=2)
+    send(lab, a.ns, "192.0.2.1", "192.0.2.2", six, six)
     wait_for(lambda: group.counters(b).get("stored_pairs") == 2, timeout=5,
              what="two stored pairs")
     assert nft_map(lab, b.ns, "sub4")["100.64.0.77"][0] == "02:00:00:00:00:77"
     assert nft_map(lab, b.ns, "sub6")["2001:db8:100::77"][0] == "02:00:00:00:00:77"
-    assert group.counters(b)["refused_messages"] == 5
+    wait_for(lambda: group.counters(b)["refused"].get("replay") == 1, timeout=5,
+             what="the replay refused")
+    assert group.counters(b)["refused_messages"] == len(refusals) + 1
 
 
 def test_unicast_peers_only(lab: Lab) -> None:
@@ -265,14 +317,21 @@ def test_unicast_peers_only(lab: Lab) -> None:
              timeout=2 * SYNC_INTERVAL + 1.5, interval=0.05, what="B to hold the subscriber")
     assert group.counters(a)["received_pairs"] == 0  # no broadcast came back
 
-    # A third address on the VRRP link is no peer.
+    # A third address on the VRRP link is no peer: nft drops its datagram before the
+    # sync's socket sees it, even signed with the group's key.
     lab.run(a.ns, "ip", "addr", "add", "192.0.2.3/24", "dev", "v0")
-    message = {"v": 1, "router_id": 51, "sender": "intruder",
-               "pairs": [["100.64.0.99", "02:00:00:00:00:99"]]}
-    send(lab, a.ns, "192.0.2.3", "192.0.2.2", message)
-    wait_for(lambda: group.counters(b).get("refused_messages") == 1, timeout=5,
-             what="the intruder's message refused")
+    send(lab, a.ns, "192.0.2.3", "192.0.2.2",
+         message([("100.64.0.99", "02:00:00:00:00:99")], sender=b"intruder"))
+    wait_for(lambda: nft_counter(lab, b.ns, "sync_dropped") == 1, timeout=5,
+             what="the intruder's datagram dropped by nft")
+    time.sleep(0.3)
     assert "100.64.0.99" not in nft_map(lab, b.ns, "sub4")
+    assert group.counters(b)["refused_messages"] == 0
+
+
+def nft_counter(lab: Lab, ns: str, name: str) -> int:
+    out = lab.run(ns, "nft", "-j", "list", "counter", "inet", "skat_plugin_vrrp", name).stdout
+    return next(c["counter"]["packets"] for c in json.loads(out)["nftables"] if "counter" in c)
 
 
 STORE_BENCH = r"""
@@ -352,51 +411,66 @@ def test_store_20000_subscribers_renews_and_replaces(lab: Lab, mode: str) -> Non
     assert len(nft_map(lab, app.ns, "sub6")) == 500 + 10000
 
 
-def test_sync_is_off_without_termination_or_interval(lab: Lab) -> None:
-    """No socket when the sync has nothing to do: VRRP or termination off, no vrrp_interface,
-    or vrrp_sync_interval=0."""
+def test_sync_is_off_without_termination_interval_or_key(lab: Lab) -> None:
+    """No socket when the sync has nothing to do (VRRP or termination off, no
+    vrrp_interface, vrrp_sync_interval=0) or no key to do it with; `fdpi_cli check` warns of
+    the missing key, naming the key and the fix."""
     ns = lab.ns("x")
-    lab.run(ns, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    for port in ("v0", "i0", "o0"):  # check wants the bridge ports too
+        lab.run(ns, "ip", "link", "add", port, "type", "veth", "peer", "name", port + "p")
     code = textwrap.dedent("""
-        import sys
+        import json, sys
         from skat_plugin.config import load
         from skat_plugin.gateway.sync import TableSync
-        print(TableSync(load(sys.argv[1])).fds())
+        sync = TableSync(load(sys.argv[1]))
+        print(json.dumps([sync.fds(), sync.counters()["state"]]))
         """)
+    key_line = f"vrrp_sync_key_file={KEY_FILE}\n"
     variants = {
-        "no termination": BASE_CONF + "vrrp_interface=v0\n",
+        "no termination": BASE_CONF + "vrrp_interface=v0\n" + key_line,
         "interval 0": SYNC_CONF.replace(f"vrrp_sync_interval={SYNC_INTERVAL}",
                                         "vrrp_sync_interval=0"),
         "no vrrp_interface": SYNC_CONF.replace("vrrp_interface=v0\n", ""),
         "VRRP off": SYNC_CONF.replace("vrrp_enable=1", "vrrp_enable=0"),
+        "no key": SYNC_CONF.replace(key_line, ""),
     }
     env = dict(os.environ, PYTHONPATH=str(REPO))
     for what, conf in variants.items():
         path = Path(lab.path(f"{what.replace(' ', '_')}.conf"))
         path.write_text(conf)
-        out = lab.run(ns, PYTHON, "-c", code, str(path), env=env).stdout
-        assert out.strip() == "[]", what
+        fds, state = json.loads(lab.run(ns, PYTHON, "-c", code, str(path), env=env).stdout)
+        assert fds == [], what
+        assert state.startswith("off: "), (what, state)
+        res = lab.run(ns, PYTHON, "-m", "skat_plugin", "--config", str(path), "check",
+                      env=env, check=False)
+        warned = "warning: vrrp_sync_key_file is not set" in res.stderr
+        assert warned == (what == "no key"), (what, res.stderr)
+        if warned:
+            assert "openssl rand -hex 32" in res.stderr and "sync is off" in res.stderr
     path = Path(lab.path("on.conf"))
     path.write_text(SYNC_CONF)
-    out = lab.run(ns, PYTHON, "-c", code, str(path), env=env).stdout
-    assert out.strip() != "[]"
+    fds, state = json.loads(lab.run(ns, PYTHON, "-c", code, str(path), env=env).stdout)
+    assert fds != [] and state == "on"
 
 
 def test_datagrams_stay_under_1400_bytes_and_decode_to_what_was_packed() -> None:
-    """Pure Python: the longest pairs (full IPv6 addresses) still fit, none is lost."""
+    """Pure Python: the longest pairs (full IPv6 addresses) fit, none is lost, and each
+    datagram decodes to what was packed."""
     from skat_plugin.gateway import sync
 
     pairs = [(f"2001:db8:ffff:ffff:ffff:ffff:ffff:{i:x}", f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}")
              for i in range(1, 1001)] + [(f"100.64.{i >> 8}.{i & 255}", "02:00:00:00:00:01")
                                          for i in range(1, 1001)]
-    left, got, datagrams = list(pairs), [], 0
-    while left:
-        data, count = sync.pack(left, 51, "x" * 16)
-        assert len(data) <= sync.MAX_DATAGRAM and count >= 1
-        msg = sync._decode(data)
-        assert isinstance(msg, dict) and msg["router_id"] == 51
-        got += msg["pairs"]
-        del left[:count]
+    queue, got, datagrams = sync.Records(pairs), [], 0
+    while queue:
+        n4, n6, records = queue.take()
+        data = syncwire.data(KEY, 51, b"x" * 8, datagrams + 1, int(time.time() * 1000),
+                             datagrams + 1, n4, n6, records)
+        assert len(data) <= syncwire.MAX_DATAGRAM and n4 + n6 >= 1
+        msg = syncwire.decode(data, KEY, 51)
+        assert isinstance(msg, syncwire.Message), msg
+        assert (msg.router_id, msg.ref) == (51, datagrams + 1)
+        got += msg.pairs
         datagrams += 1
-    assert got == pairs
+    assert sorted(got) == sorted(pairs)  # IPv4 first, each family in order
     print(f"\n2,000 pairs in {datagrams} datagrams")

@@ -1,9 +1,12 @@
-"""The VRRP firewall: only the group's appliances reach keepalived, in either role.
+"""The VRRP firewall: only the group's appliances reach keepalived and the subscriber-table
+sync, in either role.
 
     [app] v0 192.0.2.11  ──veth──  v1 [net]  192.0.2.12 (the peer), 192.0.2.99 (a stranger)
 
 A raw IP-protocol-112 socket in the appliance stands in for keepalived's and records what it
-is given; the other namespace sends raw VRRP packets from each address.
+is given; the other namespace sends raw VRRP packets from each address. For the sync, a UDP
+socket on vrrp_sync_port stands in for the daemon's, and the other namespace sends datagrams
+with a chosen source and TTL.
 """
 
 from __future__ import annotations
@@ -82,10 +85,11 @@ def _received(lab: Lab, app: Appliance, net: str,
     return [tuple(x) for x in json.loads(out.strip().splitlines()[-1])]
 
 
-def _counters(lab: Lab, app: Appliance) -> dict[str, int]:
+def _counters(lab: Lab, app: Appliance, prefix: str = "vrrp_") -> dict[str, int]:
     res = lab.run(app.ns, "nft", "-j", "list", "counters", "table", "inet", "skat_plugin_vrrp")
     return {c["counter"]["name"]: c["counter"]["packets"]
-            for c in json.loads(res.stdout)["nftables"] if "counter" in c}
+            for c in json.loads(res.stdout)["nftables"]
+            if "counter" in c and c["counter"]["name"].startswith(prefix)}
 
 
 def test_unicast_accepts_only_the_configured_peer_in_both_roles(lab: Lab) -> None:
@@ -128,12 +132,13 @@ def test_rule_set_is_valid_nft() -> None:
     values = {"in_dev": ["i0"], "out_dev": ["o0"], "vrrp_enable": 1, "vrrp_interface": "v0",
               "vrrp_unicast_peers": [PEER, "192.0.2.13"], "bras_arp_mac": "02:00:5e:00:01:01",
               "bras_arp_ip": "100.64.0.1", "vrrp_socket_mark": 0x5CA7,
-              "vrrp_nd_router_flag": 1}
+              "vrrp_nd_router_flag": 1, "vrrp_sync_port": 23720}
     for role in render.ROLES:
         rs = render.render(Config("x", values), role, [])
         at = rs.files.index("vrrp-firewall.nft")
         assert rs.files[at:at + 2] == ["vrrp-firewall.nft", "vrrp-from-peers.nft"]
         assert rs.defines["vrrp_peers"] == "{ 192.0.2.12, 192.0.2.13 }"
+        assert rs.defines["sync_port"] == "23720"
     res = subprocess.run(["nft", "-c", "-I", str(render.nft_dir()), "-f", "-"],
                          input=rs.script(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -180,3 +185,78 @@ def test_multicast_ipv6_accepts_ff02_12_and_drops_unicast_vrrp(lab: Lab) -> None
     out, _ = listener.communicate(timeout=10)
     assert json.loads(out.strip().splitlines()[-1]) == 3  # the group's adverts only
     assert _counters(lab, app) == {"vrrp_accepted": 3, "vrrp_dropped": 2}
+
+
+# -- the subscriber-table sync's port --------------------------------------------------------
+
+SYNC_PORT = 23720
+# What the sync's socket is given: [source, payload] of each datagram, for argv[1] seconds.
+SYNC_LISTENER = textwrap.dedent(f"""
+    import json, socket, sys, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"v0")
+    s.bind(("", {SYNC_PORT}))
+    s.settimeout(0.05)
+    print("ready", flush=True)
+    seen, end = [], time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:
+        try:
+            data, (src, _) = s.recvfrom(2048)
+        except TimeoutError:
+            continue
+        seen.append([src, data.decode()])
+    print(json.dumps(seen), flush=True)
+""")
+
+# Datagrams with a chosen source and TTL (argv: JSON list of [source, destination, ttl, text]).
+SYNC_SENDER = textwrap.dedent(f"""
+    import json, socket, sys
+    for src, dst, ttl, text in json.loads(sys.argv[1]):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        s.bind((src, 0))
+        s.sendto(text.encode(), (dst, {SYNC_PORT}))
+        s.close()
+""")
+
+
+def _sync_received(lab: Lab, app: Appliance, net: str,
+                   sends: list[tuple[str, str, int, str]]) -> set[str]:
+    listener = lab.popen(app.ns, PYTHON, "-c", SYNC_LISTENER, "1.0")
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == "ready"
+    lab.run(net, PYTHON, "-c", SYNC_SENDER, json.dumps(sends))
+    out, _ = listener.communicate(timeout=10)
+    return {text for _src, text in json.loads(out.strip().splitlines()[-1])}
+
+
+def test_sync_port_takes_ttl_255_from_the_peers_only_in_both_roles(lab: Lab) -> None:
+    """A stranger on the link, the peer's address spoofed from two hops away (TTL below
+    255), and the peer itself: only the last reaches the sync's socket."""
+    app, net = _build(lab, _conf(PEER))
+    sends = [(PEER, ME, 255, "peer"), (PEER, ME, 254, "peer-routed"),
+             (PEER, ME, 64, "peer-ttl64"), (STRANGER, ME, 255, "stranger"),
+             (STRANGER, "192.0.2.255", 255, "stranger-broadcast"),
+             (PEER, "255.255.255.255", 255, "peer-broadcast")]
+    for role in ("master", "backup"):
+        if role == "backup":
+            app.cli("vrrp", "set", "backup")
+        before = _counters(lab, app, "sync_")
+        assert _sync_received(lab, app, net, sends) == {"peer", "peer-broadcast"}, role
+        after = _counters(lab, app, "sync_")
+        assert after["sync_dropped"] - before["sync_dropped"] == 4, (role, after)
+        assert after["sync_accepted"] - before["sync_accepted"] == 2, (role, after)
+    # Without the plugin's rules they all get through: the filtering above was ours.
+    app.cli("stop")
+    assert len(_sync_received(lab, app, net, sends)) == len(sends)
+
+
+def test_sync_port_without_peers_takes_ttl_255_only(lab: Lab) -> None:
+    """Broadcast mode (no vrrp_unicast_peers): any source on the link, TTL 255 only. The key
+    (gateway/sync.py) is what keeps the stranger's datagram from being believed."""
+    app, net = _build(lab, _conf(None))
+    sends = [(STRANGER, "255.255.255.255", 255, "link"), (STRANGER, ME, 255, "link-unicast"),
+             (PEER, ME, 254, "routed"), (PEER, "255.255.255.255", 1, "ttl1")]
+    assert _sync_received(lab, app, net, sends) == {"link", "link-unicast"}
+    assert _counters(lab, app, "sync_") == {"sync_accepted": 2, "sync_dropped": 2}

@@ -6,6 +6,9 @@ Fails (exit 1) when
   - a key in MUST_EQUAL differs: the virtual gateway (bras_*), the election's identity and
     timing (router id, version, advert interval, authentication) and the floating address;
     one differing value splits the group or changes the gateway at every failover;
+  - the subscriber-table sync's keys differ (vrrp_sync_key_file, compared by a fingerprint
+    of each key, HMAC(key, "skat-sync-check"): the keys themselves are never printed), or
+    one appliance has a key and another none: the backups would refuse every message;
   - unicast does not line up: an appliance's vrrp_unicast_src is missing from another's
     vrrp_unicast_peers (keepalived's vrrp_check_unicast_src and the VRRP firewall drop its
     adverts there: two masters), one appliance uses unicast and another multicast, or two
@@ -83,6 +86,25 @@ def differing(configs: dict[str, Config], keys: tuple[str, ...]) -> list[list[st
     return rows
 
 
+def key_rows(configs: dict[str, Config]) -> list[list[str]]:
+    """The sync keys compared by fingerprint (gateway/syncwire.py), never by content or by
+    path (each appliance may keep its copy elsewhere): a row when they differ. Each file's
+    key is read from the path it names, on this host."""
+    from .gateway import syncwire
+
+    shown = []
+    for cfg in configs.values():
+        path = cfg.get("vrrp_sync_key_file")
+        if path is None:
+            shown.append("(unset)")
+            continue
+        try:
+            shown.append(f"fingerprint {syncwire.fingerprint(syncwire.load_key(path))}")
+        except syncwire.KeyFileError as e:  # config.load read it a moment ago
+            shown.append(f"(unreadable: {e})")
+    return [["vrrp_sync_key_file", *shown]] if len(set(shown)) > 1 else []
+
+
 def unicast_problems(configs: dict[str, Config]) -> list[str]:
     problems = []
     srcs: dict[str, str] = {}
@@ -150,7 +172,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         return ConfigError.exit_code
 
     header = ["key", *configs]
-    must = differing(configs, MUST_EQUAL)
+    must = differing(configs, MUST_EQUAL) + key_rows(configs)
     should = differing(configs, SHOULD_EQUAL)
     unicast = unicast_problems(configs)
     warnings = priority_warnings(configs)

@@ -80,6 +80,10 @@ KEYS: dict[str, dict[str, Any]] = {
                        "schema": {"type": "integer", "minimum": 1, "maximum": 65535},
                        "expect": "the UDP port of the subscriber-table sync on "
                                  "vrrp_interface, 1 to 65535"},
+    "vrrp_sync_key_file": {"kind": "str",
+                           "schema": {"type": "string", "pattern": r"^/[A-Za-z0-9_./\-]{1,200}$"},
+                           "expect": "an absolute path to the group's sync key: a file of "
+                                     "root's, mode 0600, at least 32 bytes"},
     # --- Router Advertisements for IPv6 subscribers (master, with bras_terminate_l2=1) -------
     "bras_ipv6_router_pref": {"kind": "int", "default": 0, "schema": {"enum": [-1, 0, 1, 3]},
                               "expect": "-1 (no RA: not a router), 0 medium, 1 high or 3 low"},
@@ -320,6 +324,7 @@ def _semantic_checks(v: dict[str, Any], fail: Any) -> None:
 
     _gateway_checks(v, fail)
     _vrrp_checks(v, fail)
+    _sync_key_check(v, fail)
     _redirect_checks(v, fail)
 
 
@@ -354,6 +359,20 @@ def _vrrp_checks(v: dict[str, Any], fail: Any) -> None:
         raise fail("vrrp_interface", "is a bridge port; VRRP needs its own interface "
                                      "(a bridge port would carry adverts into the subscriber "
                                      "network)")
+
+
+def _sync_key_check(v: dict[str, Any], fail: Any) -> None:
+    """The sync's key file is read now: a file others can read, or too short a key, fails
+    the load, and the running sync keeps its key."""
+    path = v.get("vrrp_sync_key_file")
+    if path is None:
+        return  # the sync is then off; `fdpi_cli check` says so (gateway/sync.py)
+    from .gateway import syncwire
+
+    try:
+        syncwire.load_key(path)
+    except syncwire.KeyFileError as e:
+        raise fail("vrrp_sync_key_file", str(e)) from None
 
 
 def _gateway_checks(v: dict[str, Any], fail: Any) -> None:
