@@ -90,7 +90,7 @@ def key_rows(configs: dict[str, Config]) -> list[list[str]]:
     """The sync keys compared by fingerprint (gateway/syncwire.py), never by content or by
     path (each appliance may keep its copy elsewhere): a row when they differ. Each file's
     key is read from the path it names, on this host."""
-    from .gateway import syncwire
+    from ..gateway import syncwire
 
     shown = []
     for cfg in configs.values():

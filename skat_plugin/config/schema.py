@@ -367,7 +367,7 @@ def _sync_key_check(v: dict[str, Any], fail: Any) -> None:
     path = v.get("vrrp_sync_key_file")
     if path is None:
         return  # the sync is then off; `fdpi_cli check` says so (gateway/sync.py)
-    from .gateway import syncwire
+    from ..gateway import syncwire
 
     try:
         syncwire.load_key(path)
