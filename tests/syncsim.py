@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skat_plugin.config import Config
-from skat_plugin.gateway import subscribers, sync
+from skat_plugin.gateway import subscribers, sync, sync_master
 
 KEY = bytes.fromhex("5a" * 32)
 PORT = 23720
@@ -55,7 +55,7 @@ class Socket:
 
     def sendto(self, data: bytes, dest: tuple[str, int]) -> int:
         target = dest[0]
-        to = [a for a in self.link.nodes if a != self.addr] if target == sync.BROADCAST \
+        to = [a for a in self.link.nodes if a != self.addr] if target == sync_master.BROADCAST \
             else [target]
         for addr in to:
             self.link.datagrams += 1

@@ -46,7 +46,7 @@ from test_gateway_sync import (
     speak,
 )
 
-from skat_plugin.gateway import sync, syncwire
+from skat_plugin.gateway import sync, sync_backup, sync_link, sync_master, syncwire
 
 X = "192.0.2.66"
 NESTED = b'{"v":1,"router_id":51,"sender":"x","pairs":' + b"[" * 1100
@@ -367,9 +367,9 @@ def test_the_state_machine_raises_nothing_on_signed_datagrams(monkeypatch) -> No
             s = node.sync
             assert len(s.streams) <= syncwire.MAX_SENDERS
             assert len(s.receivers) <= syncwire.MAX_SENDERS
-            assert all(len(st.missing) <= sync.MAX_MISSING for st in s.streams.values())
-            assert len(s.retain) <= sync.RETAIN and len(s.resends) <= sync.RETAIN
-            assert len(s.resent_at) <= 4 * sync.RETAIN + 4 * sync.SEND_BURST
+            assert all(len(st.missing) <= sync_backup.MAX_MISSING for st in s.streams.values())
+            assert len(s.retain) <= sync_link.RETAIN and len(s.resends) <= sync_link.RETAIN
+            assert len(s.resent_at) <= 4 * sync_link.RETAIN + 4 * sync_master.SEND_BURST
             assert len(s.replay.senders) <= syncwire.MAX_SENDERS
             assert s.refused["internal"] == 0 and s.count["internal_errors"] == 0
     print(f"\n{n} signed datagrams; master {dict(nodes[0].sync.refused)} "
@@ -437,7 +437,7 @@ def test_a_key_file_others_can_read_or_too_short_is_refused(tmp_path: Path) -> N
 
 
 def test_check_group_compares_keys_without_printing_them(tmp_path: Path, capsys) -> None:
-    from skat_plugin import group_check
+    from skat_plugin.config import group_check
 
     if os.geteuid() != 0:
         pytest.skip("the key must be root's")
@@ -497,7 +497,7 @@ def test_what_cannot_be_resent_is_counted_lost_and_repaired_by_a_dump(monkeypatc
     for it (RECEIVER_TTL), its socket buffer overflows, and what the master no longer keeps
     cannot be resent. The backup counts each such datagram (`lost`), asks for the whole
     table again, and ends up with all of it."""
-    monkeypatch.setattr(sync, "RETAIN", 64)
+    monkeypatch.setattr(sync_master, "RETAIN", 64)  # where the master reads it
     link = syncsim.Link(capacity=256)
     table = syncsim.pairs(100000)
     a = link.node("192.0.2.1", master=True, table=table)
