@@ -67,7 +67,6 @@ from .syncwire import MAX_DATAGRAM
 # One sender id per process, and its counters: a socket reopened after a reload goes on
 # with the same stream (the backups see no new master), and knows its own broadcasts.
 PROCESS_SENDER_ID = secrets.token_bytes(8)
-_last_dseq = 0
 
 
 def key_of(cfg: Config) -> tuple[bytes | None, str | None]:

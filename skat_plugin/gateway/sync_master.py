@@ -20,6 +20,7 @@ RESEND_HOLDOFF = 0.25   # s: one dseq is resent to one backup at most this often
 DUMP_GAP = 2.0          # s between the starts of two dumps of the whole table
 BROADCAST = "255.255.255.255"
 _DSEQ = itertools.count(1)   # DATA only
+_last_dseq = 0  # the highest dseq sent by this process (_send moves it)
 
 
 class Records:
