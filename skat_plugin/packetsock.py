@@ -57,3 +57,20 @@ def open_filtered(port: str, program: list[Instruction], *, ignore_outgoing: boo
         sock.close()
         raise
     return sock
+
+
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
+
+
+def vlan_tag(ancdata: list[tuple[int, int, bytes]]) -> bytes:
+    """A received frame's VLAN tag, which the kernel moved into metadata (PACKET_AUXDATA),
+    as the 4 bytes to put back after the MAC addresses; b"" when it came untagged."""
+    for level, kind, data in ancdata:
+        if (level, kind) == (SOL_PACKET, PACKET_AUXDATA) and len(data) >= AUXDATA.size:
+            status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
+            if status & TP_STATUS_VLAN_VALID:
+                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                return struct.pack("!HH", tpid, tci)
+    return b""

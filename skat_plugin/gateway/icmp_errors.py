@@ -56,9 +56,6 @@ MUTE_AFTER = 32   # rate-limited packets in a row from one subscriber MAC: it fl
 MUTE_FOR = 1.0    # ... its MAC is muted in the port's filter for a second (subscriber side)
 MAX_MUTED = 16
 JGT_K = 0x25
-AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
-TP_STATUS_VLAN_VALID = 1 << 4
-TP_STATUS_VLAN_TPID_VALID = 1 << 6
 
 
 def _filter(vmac: bytes) -> list[packetsock.Instruction]:
@@ -151,16 +148,6 @@ def _time_exceeded_v6(cfg: Config, frame: bytes) -> tuple[str, bytes] | None:
     return str(src), eth + head + icmp
 
 
-def _vlan_tag(ancdata: list[tuple[int, int, bytes]]) -> bytes:
-    for level, kind, data in ancdata:
-        if (level, kind) == (packetsock.SOL_PACKET, packetsock.PACKET_AUXDATA) \
-                and len(data) >= AUXDATA.size:
-            status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
-            if status & TP_STATUS_VLAN_VALID:
-                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
-                return struct.pack("!HH", tpid, tci)
-    return b""
-
 
 class TimeExceeded:
     """An event source of the daemon's loop (fds/handle), hosted by RouterAdvertiser."""
@@ -225,7 +212,7 @@ class TimeExceeded:
                 break
             if addr[2] == packetsock.PACKET_OUTGOING:
                 continue
-            self.expire(port, frame, _vlan_tag(ancdata), now)
+            self.expire(port, frame, packetsock.vlan_tag(ancdata), now)
         self._mute(fd, port, sock, now)
 
     def expire(self, port: str, frame: bytes, tag: bytes, now: float) -> None:

@@ -103,9 +103,6 @@ MUTE_AFTER = 32       # refusals in a row from one source: it floods; its MAC is
 MUTE_FOR = SOURCE_PERIOD  # ... in the kernel's filter until its budget has room again
 MAX_MUTED = 16        # MACs per port (each costs 4 BPF instructions a frame)
 
-TP_STATUS_VLAN_VALID = 1 << 4
-TP_STATUS_VLAN_TPID_VALID = 1 << 6
-AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 
 
 def _value(cfg: Config, key: str) -> int:
@@ -191,17 +188,6 @@ def _answer(cfg: Config, sol: Solicitation, frame: bytes) -> bytes:
     return router_advertisement(cfg, sol.src_ip, sol.src_mac or frame[6:12].hex(":"))
 
 
-def _vlan_tag(ancdata: list[tuple[int, int, bytes]]) -> bytes:
-    """The frame's VLAN tag, which the kernel moved into metadata, as 4 bytes (or none)."""
-    for level, kind, data in ancdata:
-        if (level, kind) == (packetsock.SOL_PACKET, packetsock.PACKET_AUXDATA) \
-                and len(data) >= AUXDATA.size:
-            status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
-            if status & TP_STATUS_VLAN_VALID:
-                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
-                return struct.pack("!HH", tpid, tci)
-    return b""
-
 
 # -- listening -------------------------------------------------------------------------------
 def _rs_filter() -> list[packetsock.Instruction]:
@@ -253,7 +239,7 @@ class _Listener:
                                port=self.port)
                 return
             if addr[2] != packetsock.PACKET_OUTGOING:  # the filter cannot see direction
-                yield frame, _vlan_tag(ancdata)
+                yield frame, packetsock.vlan_tag(ancdata)
 
     def mute(self, macs: dict[bytes, float]) -> None:
         self.muted = macs
