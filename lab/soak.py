@@ -58,10 +58,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VIP = "100.64.0.1"
-SUB4 = "100.64.0.10"
 HOST4 = "203.0.113.10"
 PORT = 5001
 INTERVAL = 0.005  # ping and ARP probes, s
+RSS_WARMUP = 60.0  # s of a daemon's life before its RSS is taken as its first
+IDS, CLOSE = 64, 40  # ARP requests told apart by their sender address; closed 40 later
 
 
 def say(text: str) -> None:
@@ -93,25 +94,34 @@ def arp_tap(iface: str, sw_netns: str, ports: list[str], interval: float) -> Non
     if libc.setns(own, 0x40000000) != 0:
         raise OSError(ctypes.get_errno(), "setns back")
     tx = Prober(iface, VIP, None, None)
-    vip, sub = socket.inet_aton(VIP), socket.inet_aton(SUB4)
+    # Each request carries its own sender address (100.64.0.128-191, one per request in
+    # turn): the answer's target address names the request it answers, so a late answer
+    # is never taken for an answer to the next request.
+    ids = [socket.inet_aton(f"100.64.0.{128 + i}") for i in range(IDS)]
+    frames = [tx._arp_request(spa) for spa in ids]
+    by_spa = {spa: i for i, spa in enumerate(ids)}
+    vip = socket.inet_aton(VIP)
     wanted = set(ports)
     last: list[str] | None = None
-    req_t = 0.0
-    answered: set[str] = set()
+    pending: dict[int, tuple[float, set[str]]] = {}  # id -> (sent at, ports that answered)
     sent = 0
     beat = time.time()
     next_t = time.time()
     while True:
         now = time.time()
         if now >= next_t:
-            if req_t:
+            i = sent % IDS
+            # A request's answers are counted CLOSE requests later (0.2 s at 5 ms).
+            done = (sent - CLOSE) % IDS
+            if sent >= CLOSE and done in pending:
+                t, answered = pending.pop(done)
                 who = sorted(answered)
                 if who != last:
-                    print(json.dumps({"t": req_t, "who": who}), flush=True)
+                    print(json.dumps({"t": t, "who": who}), flush=True)
                     last = who
-            tx.send()
+            tx.sock.send(frames[i])
+            pending[i] = (time.time(), set())
             sent += 1
-            req_t, answered = time.time(), set()
             next_t += interval
             if next_t < now:
                 next_t = now + interval
@@ -125,11 +135,12 @@ def arp_tap(iface: str, sw_netns: str, ports: list[str], interval: float) -> Non
                 f, addr = tap.recvfrom(2048)
             except BlockingIOError:
                 break
-            # An answer to our request, entering the switch from an appliance's port
-            # (not the copy leaving towards the subscriber: PACKET_OUTGOING).
+            # An answer to one of our requests, entering the switch from an appliance's
+            # port (not the copy leaving towards the subscriber: PACKET_OUTGOING).
             if (addr[0] in wanted and addr[2] != socket.PACKET_OUTGOING and len(f) >= 42
-                    and f[20:22] == b"\x00\x02" and f[28:32] == vip and f[38:42] == sub):
-                answered.add(addr[0])
+                    and f[20:22] == b"\x00\x02" and f[28:32] == vip
+                    and (i := by_spa.get(f[38:42])) is not None and i in pending):
+                pending[i][1].add(addr[0])
 
 
 def tcp_watch(host: str, port: int) -> None:
@@ -325,7 +336,7 @@ class Violation(Exception):
 
 
 class Soak:
-    def __init__(self, g, seed: int, kinds: list[str], mdi: float,
+    def __init__(self, g, seed: int, kinds: list[tuple[str, str]], mdi: float,
                  logs: Path | None = None) -> None:
         self.logs = logs
         self.g = g
@@ -485,8 +496,7 @@ class Soak:
         return who[0]
 
     def pick(self, n: int) -> Step:
-        kind = self.rng.choice(self.kinds)
-        side = "master" if kind == "force" else self.rng.choice(["master", "backup"])
+        kind, side = self.rng.choice(self.kinds)
         master = self.current_master()
         if side == "master":
             target = master
@@ -584,10 +594,23 @@ class Soak:
             hold = self.rng.uniform(2.0, 5.0)
             time.sleep(hold)
             self.lab.run(g.mgmt, "nft", "delete table bridge soakpart")
-            step.note = f"{hold:.1f} s"
-            # Split brain lasts until the heal's adverts arrive: one advert interval more.
-            time.sleep(g.advert_int)
-            self.splits.append((t_split, time.time()))
+            healed = time.time()
+            # The split brain lasts until the first advert after the heal reaches the lower
+            # priority and its kernel follows keepalived: within one advert interval plus
+            # the master-down interval, or it outlived the partition.
+            limit = g.advert_int + self.mdi
+            while time.time() - healed < limit:
+                who = self.wire.now_answering()
+                if who is not None and len(who) == 1:
+                    break
+                time.sleep(0.02)
+            else:
+                step.violations.append(f"split brain outlived the partition by more than "
+                                       f"{limit:.1f} s (advert + master-down interval)")
+            resolved = max(self.wire.since(), healed)
+            step.note = f"{hold:.1f} s, split brain resolved {resolved - healed:.2f} s " \
+                        f"after the heal"
+            self.splits.append((t_split, resolved))
             self.split = False
             step.expect = "either"
         else:
@@ -712,12 +735,17 @@ class Soak:
             k["lost"] += s.lost
             k["violations"] += bool(s.violations)
         done = [s for s in self.steps if s.t1]
+        # Per appliance, its longest-lived daemon: RSS at start, after a minute of warm-up
+        # (imports and caches that the first reload, repair or switch fills), and last.
         rss = {}
         for pid, xs in self.rss.items():
-            name = xs[0][0]
-            if len(xs) >= 2 and (name not in rss or xs[-1][1] - xs[0][1] > rss[name]["s"]):
-                rss[name] = {"pid": pid, "s": round(xs[-1][1] - xs[0][1]),
-                             "first_kb": xs[0][2], "last_kb": xs[-1][2]}
+            name, born = xs[0][0], xs[0][1]
+            if len(xs) >= 2 and (name not in rss or xs[-1][1] - born > rss[name]["s"]):
+                warm = next((x for x in xs if x[1] - born >= RSS_WARMUP), None)
+                rss[name] = {"pid": pid, "s": round(xs[-1][1] - born), "start_kb": xs[0][2],
+                             "first_kb": warm[2] if warm else None,
+                             "flat_s": round(xs[-1][1] - warm[1]) if warm else 0,
+                             "last_kb": xs[-1][2]}
         return {
             "seed": self.seed, "actions": len(self.steps), "kinds": kinds,
             "handovers": sum(s.handover for s in self.steps),
@@ -758,11 +786,14 @@ def print_summary(s: dict, rss_margin: float) -> list[str]:
         f"{s['no_gateway_in_handovers_ms']:.0f} ms")
     bad = []
     for name, r in sorted(s["rss"].items()):
-        grew = r["last_kb"] - r["first_kb"]
-        say(f"daemon RSS of {name} (pid {r['pid']}, longest-lived, {r['s']} s): "
-            f"{r['first_kb']} -> {r['last_kb']} kB")
-        if grew > r["first_kb"] * rss_margin + 2048:
-            bad.append(f"daemon RSS of {name} grew {r['first_kb']} -> {r['last_kb']} kB")
+        say(f"daemon RSS of {name} (pid {r['pid']}, its longest-lived daemon, {r['s']} s): "
+            f"{r['start_kb']} kB at start, {r['first_kb']} kB after {RSS_WARMUP:g} s, "
+            f"{r['last_kb']} kB last")
+        # Flat: judged over at least a minute after the warm-up.
+        if r["first_kb"] and r["flat_s"] >= 60 and \
+                r["last_kb"] - r["first_kb"] > r["first_kb"] * rss_margin + 2048:
+            bad.append(f"daemon RSS of {name} grew {r['first_kb']} -> {r['last_kb']} kB in "
+                       f"{r['flat_s']} s")
     return bad
 
 
@@ -778,8 +809,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, help="run this long")
     ap.add_argument("--actions", type=int, help="run this many actions (default 20 when "
                     "--minutes is not given)")
-    ap.add_argument("--kinds", help="only these action kinds (comma-separated)")
-    ap.add_argument("--skip", help="leave these action kinds out (comma-separated)")
+    ap.add_argument("--kinds", help="only these actions (comma-separated KIND or "
+                    "KIND@master / KIND@backup: the target's role)")
+    ap.add_argument("--skip", help="leave these actions out (same form as --kinds)")
     ap.add_argument("--size", type=int, default=2, choices=[2, 3], help="appliances")
     ap.add_argument("--advert", type=float, default=1.0, help="VRRP advert interval, s")
     ap.add_argument("--keep-going", action="store_true",
@@ -800,14 +832,26 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in KINDS.items():
             say(f"{k:<20} {v}")
         return 0
-    kinds = list(KINDS)
+    # (kind, side) pairs: --kinds and --skip take KIND (both sides) or KIND@master/@backup.
+    pairs = [(k, side) for k in KINDS for side in ("master", "backup")
+             if not (k == "force" and side == "backup")]
+
+    def chosen(spec: str) -> set[tuple[str, str]]:
+        out = set()
+        for item in filter(None, (x.strip() for x in spec.split(","))):
+            kind, _, side = item.partition("@")
+            if kind not in KINDS or side not in ("", "master", "backup"):
+                ap.error(f"unknown action {item!r}; --list shows them")
+            out |= {(k, sd) for k, sd in pairs if k == kind and sd == (side or sd)}
+        return out
+
     if a.kinds:
-        kinds = [k.strip() for k in a.kinds.split(",")]
+        pairs = [p for p in pairs if p in chosen(a.kinds)]
     if a.skip:
-        kinds = [k for k in kinds if k not in {x.strip() for x in a.skip.split(",")}]
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
-        ap.error(f"unknown or no action kinds: {unknown}; --list shows them")
+        pairs = [p for p in pairs if p not in chosen(a.skip)]
+    if not pairs:
+        ap.error("no action left to run; --list shows them")
+    kinds = pairs
     if a.actions is None and a.minutes is None:
         a.actions = 20
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
@@ -821,7 +865,8 @@ def main(argv: list[str] | None = None) -> int:
         g = Group(lab, a.size, advert_int=a.advert, border=True)
         mdi = master_down_interval(a.advert, min(n.priority for n in g.nodes))
         say(f"soak: seed {seed}, {a.size} appliances, advert {a.advert:g} s, master-down "
-            f"interval {mdi * 1000:.0f} ms, kinds {','.join(kinds)}; namespaces {lab.tag}-*")
+            f"interval {mdi * 1000:.0f} ms; namespaces {lab.tag}-*")
+        say("actions: " + ", ".join(f"{k}@{sd}" for k, sd in kinds))
         soak = Soak(g, seed, kinds, mdi, Path(a.logs) if a.logs else None)
         rc = 0
         try:
