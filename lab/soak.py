@@ -339,6 +339,8 @@ class Soak:
     def __init__(self, g, seed: int, kinds: list[tuple[str, str]], mdi: float,
                  logs: Path | None = None) -> None:
         self.logs = logs
+        self.last_rss = 0.0
+        self.preferred = max(g.nodes, key=lambda n: n.priority).name
         self.g = g
         self.lab = g.lab
         self.seed = seed
@@ -407,33 +409,38 @@ class Soak:
         return n.keepalived_state() or "-"
 
     def _monitor(self) -> None:
-        last_rss = 0.0
         while not self.stop.is_set():
-            t = time.time()
-            s = Sample(t, {n.name: self.kernel_role(n) for n in self.g.nodes},
-                       {n.name: self.ka_word(n) for n in self.g.nodes})
-            self.samples.append(s)
-            for name, kr in s.kernel.items():
-                ka = s.keepalived[name]
-                want = "master" if ka == "MASTER" else "backup"
-                if kr == want or name in self.excused or ka == "-":
-                    self.episodes.pop(name, None)
-                    continue
-                ep = self.episodes.setdefault(name, Episode(t))
-                if t - ep.start > self.bound and not ep.reported:
-                    ep.reported = True
-                    self.pending.append(f"{name}: kernel role {kr} but keepalived {ka} for "
-                                        f"over {self.bound:.1f} s (2 x master-down interval)")
-            if t - last_rss > 2.0:
-                last_rss = t
-                for n in self.g.nodes:
-                    pid = n.daemon.pid if n.daemon is not None and n.daemon.poll() is None \
-                        else None
-                    with contextlib.suppress(OSError, ValueError, IndexError):
-                        kb = int(re.search(r"VmRSS:\s+(\d+)",
-                                           Path(f"/proc/{pid}/status").read_text())[1])
-                        self.rss.setdefault(pid, []).append((n.name, t, kb))
+            try:
+                self._sample()
+            except Exception as e:  # the soak's own fault: say so, never stop watching
+                self.pending.append(f"the soak's monitor failed: {e!r}")
             self.stop.wait(0.25)
+
+    def _sample(self) -> None:
+        t = time.time()
+        s = Sample(t, {n.name: self.kernel_role(n) for n in self.g.nodes},
+                   {n.name: self.ka_word(n) for n in self.g.nodes})
+        self.samples.append(s)
+        for name, kr in s.kernel.items():
+            ka = s.keepalived[name]
+            want = "master" if ka == "MASTER" else "backup"
+            if kr == want or name in self.excused or ka == "-":
+                self.episodes.pop(name, None)
+                continue
+            ep = self.episodes.setdefault(name, Episode(t))
+            if t - ep.start > self.bound and not ep.reported:
+                ep.reported = True
+                self.pending.append(f"{name}: kernel role {kr} but keepalived {ka} for "
+                                    f"over {self.bound:.1f} s (2 x master-down interval)")
+        if t - self.last_rss > 2.0:
+            self.last_rss = t
+            for n in self.g.nodes:
+                pid = n.daemon.pid if n.daemon is not None and n.daemon.poll() is None \
+                    else None
+                with contextlib.suppress(OSError, ValueError, IndexError, TypeError):
+                    kb = int(re.search(r"VmRSS:\s+(\d+)",
+                                       Path(f"/proc/{pid}/status").read_text())[1])
+                    self.rss.setdefault(pid, []).append((n.name, t, kb))
 
     # -- settling and checking -----------------------------------------------------------------
     def masters_on_wire(self) -> tuple[str, ...] | None:
@@ -441,7 +448,10 @@ class Soak:
         return None if who is None else tuple(self.node_of[p] for p in who)
 
     def settled(self) -> bool:
-        """One appliance answers (for 0.5 s now), and every kernel agrees with keepalived."""
+        """One appliance answers (for 0.5 s now), every kernel agrees with keepalived, and
+        the one is the highest priority: every action ends with every appliance whole, and
+        with preempt on the group must come back to it (else a late preempt would fall into
+        the next step)."""
         who = self.wire.now_answering()
         if who is None or len(who) != 1 or time.time() - self.wire.since() < 0.5:
             return False
@@ -457,6 +467,8 @@ class Soak:
             if kr != ("master" if ka == "MASTER" else "backup"):
                 return False
         master = self.node_of[who[0]]
+        if master != self.preferred:
+            return False
         return s.kernel[master] == "master" and \
             sum(k == "master" for k in s.kernel.values()) == 1
 
@@ -466,7 +478,8 @@ class Soak:
             if self.settled():
                 return time.time() - t0
             time.sleep(0.05)
-        raise Violation(f"{what}: not settled within {timeout:.1f} s: answering "
+        raise Violation(f"{what}: not settled within {timeout:.1f} s (one answering master, "
+                        f"{self.preferred}, kernels as keepalived says): answering "
                         f"{self.masters_on_wire()}, kernel/keepalived "
                         f"{self._last_roles()}")
 
