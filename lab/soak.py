@@ -3,18 +3,20 @@
     lab/soak --minutes 60                     a random sequence of actions for an hour
     lab/soak --actions 40 --seed 7            forty actions, repeatable: same seed, same sequence
     lab/soak --skip daemon-restart,force      leave out the kinds a known issue breaks
-    lab/soak --kinds link-flap,partition      only these kinds
+    lab/soak --kinds link-flap@master         only these (KIND, or KIND@master/@backup)
     lab/soak --list                           the kinds and what each one expects
 
 Two (--size 3: three) appliances in network namespaces, as lab/lab.py builds them: real
 keepalived, `fdpi_cli start` and `fdpi_cli daemon` on each, SKAT's L2 termination
 (bras_terminate_l2=1) with a border router and a host behind it. While the soak runs, a
 subscriber pings the host every 5 ms, reads a TCP stream from it, and sends an ARP request
-for the gateway every 5 ms; a tap on the subscribers' switch counts which switch port (so
-which appliance) answered each request. Nothing of that reads the plugin's state files.
+for the gateway every 5 ms, each with its own sender address; a tap on the subscribers'
+switch counts which switch ports (so which appliances) answered each request. Nothing of
+that reads the plugin's state files.
 
 Each step picks an action kind and a target (the master or a backup) from the seed, runs
-it, waits for the group to settle, and checks the invariants over the step's window:
+it, waits until the highest-priority appliance answers alone again (preempt is on, and
+every action leaves the appliances whole), and checks the invariants over the window:
 
   - exactly one appliance answers the gateway (by the tap): no request answered by two,
     none unanswered once settled; two answering is dual-master time, which must be 0
@@ -61,7 +63,7 @@ VIP = "100.64.0.1"
 HOST4 = "203.0.113.10"
 PORT = 5001
 INTERVAL = 0.005  # ping and ARP probes, s
-RSS_WARMUP = 60.0  # s of a daemon's life before its RSS is taken as its first
+RSS_WARMUP = 120.0  # s of a daemon's life before its RSS counts (imports, caches: ~61 MB)
 IDS, CLOSE = 64, 40  # ARP requests told apart by their sender address; closed 40 later
 
 
