@@ -201,7 +201,13 @@ def test_reload_refuses_changed_ports_and_changes_nothing(topo: Topo) -> None:
     app = topo.app
     app.cli("vrrp", "set", "backup")
     before = topo.lab.run(app.ns, "nft", "list", "ruleset").stdout
+    # A port that does not exist is named first (issue 16: the advice to restart the
+    # plugin would take the box down for a typo).
     app.write_conf(BASE_CONF.replace("out_dev=o0", "out_dev=x0"))
+    res = app.cli("reload", check=False)
+    assert res.returncode == 11 and "x0 do not exist" in res.stderr, res.stderr
+    # Ports that exist but are not the running bridges' are refused as such.
+    topo.lab.run(app.ns, "ip", "link", "add", "x0", "type", "veth", "peer", "name", "x1")
     res = app.cli("reload", check=False)
     assert res.returncode != 0
     assert "in_dev/out_dev differ from the running bridges" in res.stderr
