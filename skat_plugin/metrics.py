@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomicfile
-from .nftapply import COUNTERS, GATEWAY_COUNTERS
+from .nftapply import COUNTERS, GATEWAY_COUNTERS, LEARN_COUNTERS
 
 DEFAULT_PATH = "/var/lib/prometheus/node-exporter/skat_plugin.prom"
 REFRESH = 15.0  # and at every change the daemon sees
@@ -33,6 +33,9 @@ GATEWAY_HELP = {
     "unknown_subscriber": "Border frames to an IP never learned, dropped.",
     "ttl_expired": "Frames whose TTL or hop limit ran out (bras_transparency=0), dropped.",
     "not_forwarded": "Frames to the gateway itself or link-local, not forwarded.",
+    "learn_outside": "New sources refused: outside vrrp_subscriber_nets.",
+    "learn_limited": "New sources refused: over the port's or the MAC's learning rate.",
+    "learn_table_full": "New sources refused: the subscriber table is full.",
 }
 
 
@@ -74,13 +77,13 @@ def render(show: dict[str, Any], daemon: dict[str, Any], role_changes: int) -> s
     for name in COUNTERS:
         metric(f"{name}_total", "counter", COUNTER_HELP[name], [("", counters.get(name, 0))])
     gateway = show.get("gateway") or {}
-    for name in GATEWAY_COUNTERS:
+    for name in GATEWAY_COUNTERS + LEARN_COUNTERS:
         metric(f"gateway_{name}_total", "counter", GATEWAY_HELP[name],
                [("", (gateway.get("counters") or {}).get(name, 0))])
     subs = gateway.get("subscribers") or {}
     metric("gateway_subscribers", "gauge", "Subscribers in the gateway's table (learned or "
            "received from the group's master).",
-           [(f'{{family="{f}"}}', subs.get(f, 0)) for f in ("ipv4", "ipv6")])
+           [(f'{{family="{f}"}}', subs.get(f) or 0) for f in ("ipv4", "ipv6")])
     metric("rule_repairs_total", "counter", "Times the daemon loaded its rules again after "
            "another writer removed or changed them.", [("", daemon.get("rule_repairs", 0))])
     _redirect_metrics(metric, show.get("redirect"))

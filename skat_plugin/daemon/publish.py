@@ -19,7 +19,7 @@ from ..clock import now_iso
 from ..watch import Deadline, Source
 from .handler import Handler
 
-COUNT_EVERY = 30.0  # s between counts of the gateway's table for the metrics (a full list)
+COUNT_EVERY = 30.0  # s between counts of the gateway's table for the metrics
 
 
 class Notifier:
