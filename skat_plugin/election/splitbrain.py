@@ -5,7 +5,7 @@ bras_arp_mac (foreign_master_frames): only another master sends from it. The ker
 reports them to the daemon as they come (NFLOG, watch/foreign.py), so nothing is read on a
 timer; where the NFLOG group cannot be had, the daemon reads the counter every POLL seconds
 instead. split_brain is true while such frames came within the last WINDOW seconds, so a
-peer announcing every second (vrrp_garp_refresh=1) keeps it true, and it clears WINDOW
+peer refreshing its GARPs every second (vrrp_garp_refresh=1) keeps it true, and it clears WINDOW
 seconds after the last one.
 
 This module is the pure logic: frames in, alarm raised or cleared out.
