@@ -17,7 +17,9 @@ lab/soak --kinds KIND, e.g. lab/soak --kinds keepalived-restart@master --seed 16
                       (up to 1.2 s seen): dual-master time, which must be 0
   nft-flush@master    a flush on the master once cost 3.9 s of traffic (seed 16), more than
                       the master-down interval, without a handover
-So the short run holds the backup's every action, reloads on the master and partitions.
+  reload-changed@master  lost one ping in 2 of 15 (the long run, docs/benchmarks.md)
+So the short run holds the backup's every action, broken reloads on the master and
+partitions.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from netlab import PYTHON, REPO
 
 SEED = 16
 KNOWN_BROKEN = ("daemon-restart,force,vrrp-enable,daemon-kill@master,keepalived-restart@master,"
-                "keepalived-kill@master,link-flap@master,nft-flush@master")
+                "keepalived-kill@master,link-flap@master,nft-flush@master,reload-changed@master")
 
 
 def test_short_soak_has_no_invariant_violation(tmp_path: Path):
