@@ -135,7 +135,15 @@ def test_at_most_a_bounded_number_of_control_requests_a_turn() -> None:
             served.append(1)
             return True
 
+    class Context:
+        settled = 0
+
+        def settle(self) -> None:  # after each answer: the handlers hear of the change
+            self.settled += 1
+
     class Orders:
+        ctx = Context()
+
         def request(self, msg: dict[str, Any]) -> dict[str, Any]:
             return {}
 
@@ -144,6 +152,7 @@ def test_at_most_a_bounded_number_of_control_requests_a_turn() -> None:
     loop.add(Owner(20, [_Control(Orders(), server)]))  # type: ignore[arg-type]
     loop.turn(max_wait=1.0)
     assert len(served) == CONTROL_PER_TURN
+    assert Orders.ctx.settled == CONTROL_PER_TURN
     loop.turn(max_wait=1.0)
     assert len(served) == 2 * CONTROL_PER_TURN
 

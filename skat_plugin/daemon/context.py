@@ -60,6 +60,7 @@ class Context:
         self.facts: dict[str, Any] = {}
         self.role_changes = 0
         self.dirty = True  # something published changed since the end of the last turn
+        self.unsettled = False  # a change applied, not yet heard by the handlers
         self._signature: tuple[int, int, int] | None = None
 
     @property
@@ -93,7 +94,9 @@ class Context:
     def apply(self, what: str, action: Callable[[], dict[str, Any]],
               asked: bool = False) -> dict[str, Any]:
         """Run one role change; its result, or {"error": ...}. The daemon survives all.
-        asked: a client's request, whose command reports a refusal itself (not twice)."""
+        asked: a client's request, whose command reports a refusal itself (not twice), and
+        which is answered before the handlers hear of the change (settle() after the
+        answer): `fdpi_cli vrrp set` waits for the kernel, not for the announcements."""
         try:
             result = action()
         except SkatError as e:
@@ -104,8 +107,17 @@ class Context:
             report.error(f"{what}: internal error: {e!r}")
             return {"error": f"internal error: {e!r}"}
         finally:
-            self.refresh(force=True)  # it wrote state.json: no need to trust a signature
+            # It wrote state.json: no need to trust a signature.
+            self.unsettled = True
+            if not asked:
+                self.settle()
         return result
+
+    def settle(self) -> None:
+        """The handlers hear of the last change (apply's state.json), if not yet."""
+        if self.unsettled:
+            self.unsettled = False
+            self.refresh(force=True)
 
     def report_fact(self, name: str, value: Any, now: float) -> None:
         """A handler's finding that others act on; they hear of it only when it changed."""

@@ -74,7 +74,9 @@ class _Control(Source):
 
     def handle(self, fd: int, now: float) -> None:
         for _ in range(CONTROL_PER_TURN):  # bounded: timers must not starve under a flood
-            if not self.server.handle_one(self.owner.request):
+            served = self.server.handle_one(self.owner.request)
+            self.owner.ctx.settle()  # the client has its answer: now the handlers hear
+            if not served:
                 break
 
 
