@@ -229,7 +229,13 @@ def table_digest(family: str, name: str) -> bytes | None:
     for kind, attr_table in ((MSG_GETCHAIN, CHAIN_TABLE), (MSG_GETRULE, RULE_TABLE),
                              (MSG_GETSET, SET_TABLE), (MSG_GETOBJ, OBJ_TABLE)):
         wanted = name.encode() + b"\0"
-        for _family, payload in _dump(kind, family, [string(attr_table, name)]):
+        try:
+            found = _dump(kind, family, [string(attr_table, name)])
+        except NetlinkError as e:
+            if e.errno == errno.ENOENT:  # removed since its flags were read: gone
+                return None
+            raise
+        for _family, payload in found:
             table = _first(payload, attr_table)  # not every dump filters by table
             if table is not None and bytes(table) == wanted:
                 digest.update(b"%d:" % kind + _stable(kind, payload) + b"\n")

@@ -21,6 +21,7 @@ from .handler import Handler
 REPAIR_BURST = 3
 REPAIR_WINDOW = 10.0
 REPAIR_BACKOFF_MAX = 60.0
+RETRY = 1.0  # s after a check that failed by an internal error
 
 
 class RepairHandler(Handler):
@@ -65,7 +66,9 @@ class RepairHandler(Handler):
             ctx.report_fact("rules", f"the plugin's rules could not be repaired: {e}", now)
             return
         except Exception as e:  # a bug must not take the supervisor down
-            report.error(f"rules check: internal error: {e!r}")
+            report.error(f"rules check: internal error: {e!r}; looking again in "
+                         f"{RETRY:g} s")
+            self.watch.check_at(now + RETRY)  # the rules may still need their repair
             return
         if what is None:
             if self.flapping and not self.recent:
