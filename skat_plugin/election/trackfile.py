@@ -113,10 +113,13 @@ class TrackFile(Source):
         if self.lock < 0:
             return  # never started: another daemon's file, or none
         try:
-            if restart.expected():
-                report.event(f"a restart of the daemon is under way: keepalived keeps the "
-                             f"verdict, unless no daemon runs {restart.GRACE:g} s from now",
-                             cause="daemon-restart")
+            if restart.under_systemd():
+                # ExecStopPost decides, after this process: at once, or restart.GRACE s
+                # later when systemd starts the daemon again (a postinst's restart job may
+                # not show yet from here).
+                report.event("daemon ending under systemd: its ExecStopPost writes the "
+                             "verdict (at once for a stop, after a grace for a restart)",
+                             cause="daemon-restart" if restart.expected() else "daemon-stop")
             else:
                 self._write(verdict.DAEMON_DOWN)
         except OSError:
